@@ -1,0 +1,3 @@
+from pkgdepot.cli import main
+
+raise SystemExit(main())

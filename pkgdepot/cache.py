@@ -1,0 +1,478 @@
+"""The cache: lookup, revalidation, one upstream download per file, and
+verification before anything is kept.
+
+For each cache key at most one `Flight` runs at a time. Every client that
+asks for the key while it runs waits on the same flight and reads the bytes
+from its temporary file as they arrive. The last byte is held back from
+clients until the whole file is verified (size, hash vouched by an index or
+by its own name, signature for signed metadata), so a client never sees a
+bad file complete: on failure its connection is aborted instead. The flight
+runs as its own task: a client that goes away cancels nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pkgdepot import openpgp
+from pkgdepot.config import Config
+from pkgdepot.errors import (
+    Forbidden,
+    FormatError,
+    NotFound,
+    PkgdepotError,
+    UpstreamError,
+    UpstreamTimeout,
+    VerificationError,
+)
+from pkgdepot.fetch import Fetcher, Upstream
+from pkgdepot.formats import Digest, Kind, PathInfo, Role, Vouch
+from pkgdepot.proxy.route import Route
+from pkgdepot.store import Entry
+from pkgdepot.store.fs import FsStore
+
+log = logging.getLogger(__name__)
+SIGNED_ROLES = (Role.RELEASE_INLINE, Role.RELEASE, Role.REPOMD)
+PARSED_ROLES = (Role.RELEASE_INLINE, Role.RELEASE, Role.INDEX, Role.REPOMD,
+                Role.CHECKSUM_NAMED, Role.BY_HASH)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    """A new body is arriving; what clients may already be told about it."""
+
+    size: int
+    etag: str | None
+    last_modified: str | None
+
+
+class Flight:
+    """One upstream fetch or revalidation of one key, shared by every waiter."""
+
+    def __init__(self, key: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.key = key
+        self.head: asyncio.Future[Entry | StreamHead] = loop.create_future()
+        self.done: asyncio.Future[Entry] = loop.create_future()
+        # Waiters may never look at these futures: mark exceptions retrieved.
+        self.head.add_done_callback(_retrieve)
+        self.done.add_done_callback(_retrieve)
+        self.temp: Path | None = None
+        self.reader: BinaryIO | None = None
+        self.size: int | None = None
+        self.written = 0
+        self.revalidated = False
+        self.finished = False
+        self._readers = 0
+        self._progress = asyncio.Event()
+
+    def acquire_reader(self) -> BinaryIO:
+        """The open temporary file, for a client to stream from; call
+        `release_reader` when done (the file closes after the last one)."""
+        if self.reader is None:
+            raise UpstreamError("the download ended before it could be read")
+        self._readers += 1
+        return self.reader
+
+    def release_reader(self) -> None:
+        self._readers -= 1
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        if self.finished and self._readers <= 0 and self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+    def notify(self) -> None:
+        ev, self._progress = self._progress, asyncio.Event()
+        ev.set()
+
+    async def wait_progress(self) -> None:
+        await self._progress.wait()
+
+    def sendable(self) -> int:
+        """How many bytes clients may have now: all once verified, else all but
+        the last one."""
+        if self.done.done() and not self.done.cancelled() and self.done.exception() is None:
+            return self.written
+        if self.size is None:
+            return 0
+        return min(self.written, self.size - 1)
+
+    @property
+    def failed(self) -> BaseException | None:
+        if self.done.done() and not self.done.cancelled():
+            return self.done.exception()
+        return None
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+@dataclass(slots=True)
+class Hit:
+    entry: Entry
+    state: str                 # HIT, MISS, REVALIDATED, STALE
+    warning: str | None = None
+
+
+@dataclass(slots=True)
+class Streaming:
+    flight: Flight
+    head: StreamHead
+
+
+@dataclass
+class Stats:
+    hits: int = 0
+    misses: int = 0
+    revalidated: int = 0
+    stale: int = 0
+    errors: int = 0
+    verify_failures: int = 0
+    upstream_requests: int = 0
+    bytes_from_upstream: int = 0
+    recent_errors: list[str] = field(default_factory=list)
+
+    def error(self, msg: str) -> None:
+        self.recent_errors.append(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {msg}")
+        del self.recent_errors[:-50]
+
+
+class Hasher:
+    def __init__(self, extra: str | None) -> None:
+        self.sha256 = hashlib.sha256()
+        self.extra = hashlib.new(extra) if extra and extra != "sha256" else None
+
+    def update(self, data: bytes) -> None:
+        self.sha256.update(data)
+        if self.extra is not None:
+            self.extra.update(data)
+
+    def digest(self, algo: str) -> str:
+        if algo == "sha256" or self.extra is None:
+            return self.sha256.hexdigest()
+        return self.extra.hexdigest()
+
+
+class Cache:
+    def __init__(self, config: Config, store: FsStore, fetcher: Fetcher,
+                 keyrings: dict[str, Path] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.fetcher = fetcher
+        self.keyrings = keyrings or {}
+        self.clock = clock
+        self.flights: dict[str, Flight] = {}
+        self.negative: dict[str, float] = {}
+        self.stats = Stats()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- the entry point ---------------------------------------------------
+
+    async def lookup(self, route: Route) -> Hit | Streaming:
+        key = route.key
+        entry = self.store.lookup(key)
+        now = self.clock()
+        if entry is not None and (route.kind is Kind.IMMUTABLE
+                                  or now - entry.checked_at < self.config.revalidate_after):
+            self.stats.hits += 1
+            return Hit(entry, "HIT")
+        until = self.negative.get(key)
+        if until is not None:
+            if until > now:
+                raise NotFound(f"upstream has no {route.path} (remembered for "
+                               f"{until - now:.0f} s more)")
+            del self.negative[key]
+        flight = self.flights.get(key)
+        if flight is None:
+            flight = self._start(route, entry)
+        try:
+            head = await asyncio.shield(flight.head)
+        except (UpstreamError, Forbidden) as e:
+            if entry is not None and not isinstance(e, VerificationError | Forbidden):
+                self.stats.stale += 1
+                return Hit(entry, "STALE", f'110 pkgdepot "Response is stale: {e.message}"')
+            self.stats.errors += 1
+            raise
+        if isinstance(head, Entry):
+            if flight.revalidated:
+                self.stats.revalidated += 1
+                return Hit(head, "REVALIDATED")
+            self.stats.misses += 1
+            return Hit(head, "MISS")
+        self.stats.misses += 1
+        return Streaming(flight, head)
+
+    def _start(self, route: Route, old: Entry | None) -> Flight:
+        flight = Flight(route.key)
+        self.flights[route.key] = flight
+        task = asyncio.create_task(self._run(flight, route, old), name=f"fetch {route.key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return flight
+
+    async def _run(self, flight: Flight, route: Route, old: Entry | None) -> None:
+        try:
+            entry = await self._fetch(flight, route, old)
+        except BaseException as e:
+            if isinstance(e, VerificationError):
+                self.stats.verify_failures += 1
+            if isinstance(e, PkgdepotError) and not isinstance(e, NotFound):
+                self.stats.error(f"{route.key}: {e.message}")
+            if not flight.head.done():
+                flight.head.set_exception(e)
+            if not flight.done.done():
+                flight.done.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+        else:
+            if not flight.head.done():
+                flight.head.set_result(entry)
+            flight.done.set_result(entry)
+        finally:
+            if self.flights.get(route.key) is flight:
+                del self.flights[route.key]
+            flight.finished = True
+            flight.notify()
+            if flight.temp is not None:
+                flight.temp.unlink(missing_ok=True)
+            flight._maybe_close()
+
+    # -- fetching ----------------------------------------------------------
+
+    async def _expected(self, route: Route) -> Vouch | None:
+        if route.info.digest is not None:
+            return Vouch(route.key, None, route.info.digest)
+        return await self.store.vouch_for(route.key)
+
+    def _keyring(self, route: Route) -> Path | None:
+        if route.repo is None:
+            return None
+        return self.keyrings.get(route.repo.name)
+
+    async def _fetch(self, flight: Flight, route: Route, old: Entry | None) -> Entry:
+        expected = await self._expected(route)
+        headers: dict[str, str] = {}
+        if old is not None:
+            if old.etag:
+                headers["If-None-Match"] = old.etag
+            if old.last_modified:
+                headers["If-Modified-Since"] = old.last_modified
+        keyring = self._keyring(route) if route.info.role in SIGNED_ROLES else None
+        errors: list[PkgdepotError] = []
+        for url in route.urls:
+            self.stats.upstream_requests += 1
+            try:
+                up = await self.fetcher.get(url, headers)
+            except Forbidden:
+                raise
+            except UpstreamError as e:
+                log.warning("upstream failed: %s", e.message)
+                errors.append(e)
+                continue
+            try:
+                result = await self._take(flight, route, old, up, expected, keyring)
+            except (UpstreamError, VerificationError, FormatError) as e:
+                log.warning("%s: %s", route.key, e.message)
+                if flight.head.done():
+                    raise  # clients are already receiving this body: abort them
+                errors.append(e)
+                continue
+            finally:
+                up.release()
+            if isinstance(result, PkgdepotError):
+                errors.append(result)
+                continue
+            return result
+        if errors and all(isinstance(e, NotFound) for e in errors):
+            self.negative[route.key] = self.clock() + self.config.negative_ttl
+            raise errors[0]
+        if errors and all(isinstance(e, UpstreamTimeout) for e in errors):
+            raise UpstreamTimeout("every upstream timed out: "
+                                  + "; ".join(e.message for e in errors))
+        if len(errors) == 1:
+            raise errors[0]
+        raise UpstreamError("every upstream failed: " + "; ".join(e.message for e in errors))
+
+    async def _take(self, flight: Flight, route: Route, old: Entry | None, up: Upstream,
+                    expected: Vouch | None, keyring: Path | None) -> Entry | PkgdepotError:
+        """Handle one upstream answer: 304, error status, or a body to keep."""
+        status = up.status
+        if status == 304 and old is not None:
+            await self.store.mark_checked(route.key, self.clock())
+            flight.revalidated = True
+            return old
+        if status in (404, 410):
+            return NotFound(f"upstream {up.url} answered {status}")
+        if status != 200:
+            return UpstreamError(f"upstream {up.url} answered HTTP {status}")
+        length = up.response.content_length
+        if (expected is not None and expected.size is not None and length is not None
+                and length != expected.size):
+            return VerificationError(
+                f"{up.url}: upstream sends {length} bytes, the index says {expected.size}")
+        etag = up.response.headers.get("ETag")
+        last_modified = up.response.headers.get("Last-Modified")
+        temp = await asyncio.to_thread(self.store.new_temp)
+        flight.temp = temp
+        flight.written = 0
+        if flight.reader is not None:
+            flight.reader.close()
+        flight.reader = await asyncio.to_thread(open, temp, "rb")
+        if length is not None and keyring is None:
+            flight.size = length
+            flight.head.set_result(StreamHead(length, etag, last_modified))
+        hasher = Hasher(expected.digest.algo if expected else None)
+        await self._receive(flight, up, temp, hasher)
+        if length is not None and flight.written != length:
+            raise UpstreamError(f"{up.url}: connection closed after {flight.written} "
+                                f"of {length} bytes")
+        sha256 = hasher.sha256.hexdigest()
+        if expected is not None:
+            if expected.size is not None and flight.written != expected.size:
+                raise VerificationError(f"{up.url}: got {flight.written} bytes, "
+                                        f"the index says {expected.size}: not kept")
+            got = hasher.digest(expected.digest.algo)
+            if got != expected.digest.hexdigest:
+                raise VerificationError(
+                    f"{up.url}: {expected.digest.algo} is {got}, the index says "
+                    f"{expected.digest.hexdigest}: not kept")
+        plain: Path | None = None
+        try:
+            if keyring is not None:
+                plain = await self._verify_signature(route, up.url, temp, keyring)
+            entry = Entry(route.key, sha256, flight.written, self.clock(), self.clock(),
+                          etag, last_modified)
+            changed = old is None or old.sha256 != sha256
+            entry = await self.store.commit(temp, entry)
+            flight.temp = None
+            if changed:
+                await self._record_vouches(route, entry, plain)
+        finally:
+            if plain is not None:
+                plain.unlink(missing_ok=True)
+        self.stats.bytes_from_upstream += flight.written
+        return entry
+
+    async def _receive(self, flight: Flight, up: Upstream, temp: Path, hasher: Hasher) -> None:
+        fd = await asyncio.to_thread(os.open, temp, os.O_WRONLY | os.O_APPEND)
+
+        def write(chunk: bytes) -> None:
+            view = memoryview(chunk)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            hasher.update(chunk)
+
+        try:
+            buf: list[bytes] = []
+            pending = 0
+            async for chunk in up.response.content.iter_any():
+                buf.append(chunk)
+                pending += len(chunk)
+                if pending >= 1 << 16 or up.response.content.at_eof():
+                    data = b"".join(buf)
+                    buf.clear()
+                    pending = 0
+                    await asyncio.to_thread(write, data)
+                    flight.written += len(data)
+                    flight.notify()
+            if buf:
+                data = b"".join(buf)
+                await asyncio.to_thread(write, data)
+                flight.written += len(data)
+                flight.notify()
+        except TimeoutError as e:
+            raise UpstreamTimeout(f"{up.url}: upstream stalled after {flight.written} bytes") from e
+        except (OSError, Exception) as e:
+            if isinstance(e, PkgdepotError):
+                raise
+            if isinstance(e, OSError) and e.errno == 28:
+                raise PkgdepotError("the data directory is full: not kept") from e
+            raise UpstreamError(f"{up.url}: transfer failed after {flight.written} bytes: "
+                                f"{type(e).__name__}: {e}") from e
+        finally:
+            await asyncio.to_thread(os.close, fd)
+
+    async def _verify_signature(self, route: Route, url: str, temp: Path,
+                                keyring: Path) -> Path | None:
+        """Check signed metadata against the repository's keyring. For InRelease,
+        return the signed text (to parse instead of the raw file)."""
+        if route.info.role is Role.RELEASE_INLINE:
+            out = temp.with_name(temp.name + ".signed")
+            await asyncio.to_thread(openpgp.verify_inline, keyring, temp, out)
+            return out
+        sig_url = url + (".gpg" if route.info.role is Role.RELEASE else ".asc")
+        sig_path = route.path + (".gpg" if route.info.role is Role.RELEASE else ".asc")
+        sig = await self.fetcher.get(sig_url)
+        try:
+            if sig.status != 200:
+                raise VerificationError(f"{sig_url}: signature not available "
+                                        f"(HTTP {sig.status}); the repository has a keyring")
+            body = await sig.response.content.read(1 << 20)
+        finally:
+            sig.release()
+        sig_temp = await asyncio.to_thread(self.store.new_temp)
+        try:
+            await asyncio.to_thread(sig_temp.write_bytes, body)
+            await asyncio.to_thread(openpgp.verify_detached, keyring, sig_temp, temp)
+            sig_key = route.key.rsplit("/", 1)[0] + "/" + sig_path.rsplit("/", 1)[-1]
+            now = self.clock()
+            sha = hashlib.sha256(body).hexdigest()
+            await self.store.commit(sig_temp, Entry(sig_key, sha, len(body), now, now))
+        finally:
+            sig_temp.unlink(missing_ok=True)
+        return None
+
+    async def _record_vouches(self, route: Route, entry: Entry, plain: Path | None) -> None:
+        backend = route.backend
+        if backend is None or route.info.role not in PARSED_ROLES:
+            return
+        key, info = route.key, route.info
+        if info.role is Role.BY_HASH and info.digest is not None:
+            prefix = key[: key.rfind("by-hash/")]
+            canonical = await self.store.find_by_digest(prefix, info.digest)
+            if canonical is None:
+                return
+            canon_info = backend.classify(canonical.split("/", 2)[-1]) or info
+            key, info = canonical, canon_info
+            if info.role not in PARSED_ROLES or info.role is Role.BY_HASH:
+                return
+        content = plain or self.store.blob_path(entry.sha256)
+        parse_key, parse_info = key, info
+
+        def parse() -> list[Vouch]:
+            return list(backend.vouches(parse_key, parse_info, content))
+
+        try:
+            vouches = await asyncio.to_thread(parse)
+        except (FormatError, OSError, ValueError, EOFError) as e:
+            log.warning("%s: cannot read the index (%s); files it lists stay unverified",
+                        key, e)
+            self.stats.error(f"{key}: unreadable index: {e}")
+            return
+        n = await self.store.add_vouches(vouches)
+        log.debug("%s vouches for %d files", key, n)
+
+
+def digest_of(path: Path, algo: str = "sha256") -> Digest:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return Digest(algo, h.hexdigest())
+
+
+__all__ = ["Cache", "Flight", "Hit", "PathInfo", "StreamHead", "Streaming"]

@@ -1,0 +1,295 @@
+"""Settings, declared once.
+
+The table `SETTINGS` is the single source of the configuration file's keys,
+their types, defaults and help: the TOML parser validates against it, the
+README's key list and `pkgdepot config --help-keys` are generated from it.
+Named repositories live under `[repos.NAME]` and are validated separately.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pkgdepot.errors import ConfigError
+
+DEFAULT_PORT = 3142
+PRIVATE_CLIENT_NETWORKS = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+    "fe80::/10",
+)
+REPO_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/cache/pkgdepot")
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pkgdepot"
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    kind: str  # "str" | "int" | "float" | "bool" | "list[str]" | "networks" | "listen"
+    default: Any
+    help: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server", "listen", "listen", f"0.0.0.0:{DEFAULT_PORT}",
+            "Address and port to listen on, HOST:PORT ([::]:PORT for IPv6)."),
+    Setting("server", "data_dir", "str", "",
+            "Where blobs and the catalog live. Default: /var/cache/pkgdepot as root, "
+            "else ~/.cache/pkgdepot."),
+    Setting("server", "allow_clients", "networks", list(PRIVATE_CLIENT_NETWORKS),
+            "Client networks (CIDR) that may use the depot. Default: loopback and the "
+            "private ranges."),
+    Setting("cache", "revalidate_after", "float", 10.0,
+            "Seconds a volatile file (InRelease, Packages, repomd.xml...) is served "
+            "without asking upstream again; a burst of clients shares one check."),
+    Setting("cache", "negative_ttl", "float", 60.0,
+            "Seconds an upstream 404 is remembered before asking again."),
+    Setting("cache", "allow_unknown_paths", "bool", False,
+            "Also cache paths that no format backend recognizes (by default they are "
+            "refused: no open proxy)."),
+    Setting("upstream", "connect_timeout", "float", 10.0,
+            "Seconds to wait for an upstream connection."),
+    Setting("upstream", "read_timeout", "float", 60.0,
+            "Seconds an upstream may stay silent while sending a file."),
+    Setting("upstream", "allow_hosts", "list[str]", [],
+            "If set, the only upstream hosts that /HOST/path and proxy requests may "
+            "reach (names, or *.suffix). Named repositories are always allowed."),
+    Setting("upstream", "allow_networks", "networks", [],
+            "Upstream addresses in loopback, link-local or private ranges are refused "
+            "unless listed here (CIDR). Hosts of named repositories are always allowed."),
+    Setting("upstream", "allow_connect", "list[str]", [],
+            "HOST:PORT pairs that CONNECT may tunnel to (https through the proxy). "
+            "Tunnelled bytes are never cached."),
+    Setting("upstream", "user_agent", "str", "pkgdepot/0.1",
+            "User-Agent sent upstream."),
+)
+
+REPO_KEYS: dict[str, str] = {
+    "upstreams": "Base URLs, tried in order (failover); http or https.",
+    "keyring": "OpenPGP keyring (binary or armored) that must have signed InRelease, "
+               "Release.gpg or repomd.xml.asc; metadata that fails is not served.",
+}
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    name: str
+    upstreams: tuple[str, ...]
+    keyring: Path | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    listen_host: str = "0.0.0.0"
+    listen_port: int = DEFAULT_PORT
+    data_dir: Path = field(default_factory=default_data_dir)
+    allow_clients: tuple[Network, ...] = ()
+    revalidate_after: float = 10.0
+    negative_ttl: float = 60.0
+    allow_unknown_paths: bool = False
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    allow_hosts: tuple[str, ...] = ()
+    allow_networks: tuple[Network, ...] = ()
+    allow_connect: tuple[str, ...] = ()
+    user_agent: str = "pkgdepot/0.1"
+    repos: Mapping[str, RepoConfig] = field(default_factory=dict)
+
+
+def _as_str(name: str, v: object) -> str:
+    if not isinstance(v, str):
+        raise ConfigError(f"{name}: expected a string, got {type(v).__name__} {v!r}")
+    return v
+
+
+def _as_float(name: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ConfigError(f"{name}: expected a number, got {type(v).__name__} {v!r}")
+    if v < 0:
+        raise ConfigError(f"{name}: must not be negative, got {v!r}")
+    return float(v)
+
+
+def _as_bool(name: str, v: object) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{name}: expected true or false, got {v!r}")
+    return v
+
+
+def _as_list(name: str, v: object) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ConfigError(f"{name}: expected a list of strings, got {v!r}")
+    return list(v)
+
+
+def _as_networks(name: str, v: object) -> tuple[Network, ...]:
+    out = []
+    for item in _as_list(name, v):
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as e:
+            raise ConfigError(f"{name}: {item!r} is not a network in CIDR form ({e})",
+                              hint='write e.g. "192.168.0.0/16" or "10.1.2.3/32"') from e
+    return tuple(out)
+
+
+def parse_listen(name: str, v: str) -> tuple[str, int]:
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)|:?(\d+)", v)
+    if not m:
+        raise ConfigError(f"{name}: {v!r} is not HOST:PORT", hint='e.g. "0.0.0.0:3142"')
+    host = m.group(1) or m.group(3) or "0.0.0.0"
+    port = int(m.group(2) or m.group(4) or m.group(5))
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}: port {port} is out of range")
+    return host, port
+
+
+CONVERTERS: dict[str, Callable[[str, object], object]] = {
+    "str": _as_str,
+    "float": _as_float,
+    "bool": _as_bool,
+    "list[str]": _as_list,
+    "networks": _as_networks,
+}
+
+
+def _check_url(name: str, url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}: {url!r} is not an http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{name}: {url!r} must not have a query or fragment")
+    return url.rstrip("/")
+
+
+def _parse_repo(name: str, table: object) -> RepoConfig:
+    prefix = f"repos.{name}"
+    if not REPO_NAME_RE.match(name):
+        raise ConfigError(f"{prefix}: a repository name is letters, digits, '-' and '_' "
+                          "(at most 64), starting with a letter or digit")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{prefix}: expected a table [repos.{name}]")
+    unknown = set(table) - set(REPO_KEYS)
+    if unknown:
+        raise ConfigError(f"{prefix}.{sorted(unknown)[0]}: unknown key",
+                          hint="known keys: " + ", ".join(REPO_KEYS))
+    if "upstreams" not in table:
+        raise ConfigError(f"{prefix}.upstreams: missing",
+                          hint='e.g. upstreams = ["http://mirror.example/debian"]')
+    ups = _as_list(f"{prefix}.upstreams", table["upstreams"])
+    if not ups:
+        raise ConfigError(f"{prefix}.upstreams: needs at least one URL")
+    upstreams = tuple(_check_url(f"{prefix}.upstreams", u) for u in ups)
+    keyring = None
+    if "keyring" in table:
+        keyring = Path(_as_str(f"{prefix}.keyring", table["keyring"]))
+        if not keyring.is_file():
+            raise ConfigError(f"{prefix}.keyring: {keyring} is not a readable file")
+    return RepoConfig(name=name, upstreams=upstreams, keyring=keyring)
+
+
+def from_mapping(data: Mapping[str, Any]) -> Config:
+    """Validate a parsed TOML document and build the frozen Config."""
+    by_section: dict[str, dict[str, Setting]] = {}
+    for s in SETTINGS:
+        by_section.setdefault(s.section, {})[s.key] = s
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if section == "repos":
+            continue
+        if section not in by_section:
+            raise ConfigError(f"{section}: unknown section",
+                              hint="sections: " + ", ".join([*by_section, "repos"]))
+        if not isinstance(table, dict):
+            raise ConfigError(f"{section}: expected a table [{section}]")
+        for key, raw in table.items():
+            setting = by_section[section].get(key)
+            if setting is None:
+                raise ConfigError(f"{section}.{key}: unknown key",
+                                  hint=f"keys of [{section}]: " + ", ".join(by_section[section]))
+            values[setting.name] = raw
+    kwargs: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw = values.get(s.name, s.default)
+        if s.kind == "listen":
+            kwargs["listen_host"], kwargs["listen_port"] = parse_listen(
+                s.name, _as_str(s.name, raw))
+            continue
+        value = CONVERTERS[s.kind](s.name, raw)
+        if s.kind == "list[str]":
+            value = tuple(value)  # type: ignore[arg-type]
+        if s.key == "data_dir":
+            if value:
+                kwargs["data_dir"] = Path(str(value))
+            continue
+        kwargs[s.key] = value
+    for hp in kwargs.get("allow_connect", ()):
+        if not re.fullmatch(r"[A-Za-z0-9.-]+:\d+", hp):
+            raise ConfigError(f"upstream.allow_connect: {hp!r} is not HOST:PORT")
+    repos_table = data.get("repos", {})
+    if not isinstance(repos_table, dict):
+        raise ConfigError("repos: expected tables [repos.NAME]")
+    kwargs["repos"] = {n: _parse_repo(n, t) for n, t in repos_table.items()}
+    return Config(**kwargs)
+
+
+def load(path: Path | None) -> Config:
+    """Read and validate a TOML config file; None gives the defaults."""
+    if path is None:
+        return from_mapping({})
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e})") from e
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from e
+    try:
+        return from_mapping(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e.message}", hint=e.hint) from e
+
+
+def keys_help() -> str:
+    """The list of every config key with its default and meaning (for --help and README)."""
+    lines = []
+    section = ""
+    for s in SETTINGS:
+        if s.section != section:
+            section = s.section
+            lines.append(f"[{section}]")
+        default = s.default if s.default != "" else "(see help)"
+        lines.append(f"  {s.key} = {default!r}\n      {s.help}")
+    lines.append("[repos.NAME]")
+    for k, h in REPO_KEYS.items():
+        lines.append(f"  {k}\n      {h}")
+    return "\n".join(lines)

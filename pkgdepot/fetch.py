@@ -1,0 +1,179 @@
+"""The one upstream client: one aiohttp session, explicit timeouts, redirects
+followed by hand so that every hop passes the upstream policy (no requests
+to the depot host's own loopback, link-local or private networks unless the
+configuration allows them)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from pkgdepot.config import Config, Network
+from pkgdepot.errors import Forbidden, UpstreamError, UpstreamTimeout
+
+log = logging.getLogger(__name__)
+MAX_REDIRECTS = 5
+
+
+def is_internal(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Addresses that an outside URL must never make the depot connect to:
+    everything not globally routable (loopback, link-local, private, shared,
+    reserved, unspecified) and multicast; IPv4-mapped IPv6 counts as IPv4."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return not addr.is_global or addr.is_multicast
+
+
+class UpstreamPolicy:
+    """Which upstream hosts and addresses the depot may connect to."""
+
+    def __init__(self, config: Config) -> None:
+        self.allow_networks: tuple[Network, ...] = config.allow_networks
+        self.trusted_hosts = {
+            (urlsplit(u).hostname or "").lower()
+            for r in config.repos.values() for u in r.upstreams
+        }
+        self.allow_hosts = tuple(h.lower() for h in config.allow_hosts)
+
+    def host_allowed(self, host: str) -> bool:
+        """The name-based allowlist (`upstream.allow_hosts`); empty allows all."""
+        host = host.lower()
+        if host in self.trusted_hosts or not self.allow_hosts:
+            return True
+        for pat in self.allow_hosts:
+            if pat.startswith("*.") and (host.endswith(pat[1:]) or host == pat[2:]):
+                return True
+            if host == pat:
+                return True
+        return False
+
+    def address_allowed(self, host: str, addr: str) -> bool:
+        if host.lower() in self.trusted_hosts:
+            return True
+        ip = ipaddress.ip_address(addr.split("%", 1)[0])
+        if any(ip in n for n in self.allow_networks):
+            return True
+        return not is_internal(ip)
+
+    def check_url(self, url: str) -> None:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.scheme not in ("http", "https") or not host:
+            raise Forbidden(f"refusing to fetch {url!r}: only http and https upstreams")
+        if not self.host_allowed(host):
+            raise Forbidden(f"upstream host {host} is not in upstream.allow_hosts",
+                            hint="add it to upstream.allow_hosts in the config")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return  # a name: checked by the resolver once resolved
+        if not self.address_allowed(host, host):
+            raise Forbidden(
+                f"refusing to connect to {host}: a loopback, link-local or private address",
+                hint="list its network in upstream.allow_networks if this is intended")
+
+
+class PolicyResolver(AbstractResolver):
+    """Resolves names, then refuses answers that the policy forbids, so that a
+    public name pointing at an internal address cannot reach inside."""
+
+    def __init__(self, policy: UpstreamPolicy) -> None:
+        self._policy = policy
+        self._inner = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        allowed = [r for r in results if self._policy.address_allowed(host, r["host"])]
+        if not allowed:
+            raise Forbidden(
+                f"refusing to connect to {host}: it resolves to a loopback, link-local "
+                "or private address",
+                hint="list its network in upstream.allow_networks if this is intended")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+@dataclass
+class Upstream:
+    """An upstream response whose body has not been read yet."""
+
+    url: str          # the URL finally answered (after redirects)
+    response: aiohttp.ClientResponse
+
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+    def release(self) -> None:
+        self.response.release()
+
+
+class Fetcher:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.policy = UpstreamPolicy(config)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            resolver=PolicyResolver(self.policy), limit=256, limit_per_host=32,
+            ttl_dns_cache=60, enable_cleanup_closed=True)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout,
+                                        sock_connect=self.config.connect_timeout,
+                                        sock_read=self.config.read_timeout)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False,
+            headers={"User-Agent": self.config.user_agent}, skip_auto_headers=("Accept-Encoding",))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def get(self, url: str, headers: dict[str, str] | None = None,
+                  method: str = "GET") -> Upstream:
+        """Send a request, following redirects (each hop checked by the policy).
+        Transport failures become UpstreamError / UpstreamTimeout."""
+        assert self._session is not None
+        for _hop in range(MAX_REDIRECTS + 1):
+            self.policy.check_url(url)
+            try:
+                resp = await self._session.request(method, url, headers=headers or {},
+                                                   allow_redirects=False)
+            except Forbidden:
+                raise
+            except TimeoutError as e:
+                raise UpstreamTimeout(f"{url}: no answer within "
+                                      f"{self.config.connect_timeout:g} s") from e
+            except aiohttp.ClientError as e:
+                raise UpstreamError(f"{url}: {type(e).__name__}: {e}") from e
+            except OSError as e:
+                raise UpstreamError(f"{url}: {e}") from e
+            if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                location = resp.headers["Location"]
+                resp.release()
+                url = urljoin(url, location)
+                continue
+            return Upstream(url, resp)
+        raise UpstreamError(f"{url}: more than {MAX_REDIRECTS} redirects")
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def header_subset(resp: Any, names: tuple[str, ...]) -> dict[str, str]:
+    return {n: resp.headers[n] for n in names if n in resp.headers}

@@ -1,0 +1,175 @@
+"""Format backends: one sans-io module per packaging ecosystem.
+
+A backend answers, for a path inside a repository, what kind of file it is
+(`classify`), and, for an index it recognizes, which other files that index
+vouches for and with which size and hash (`vouches`). Freshness (volatile or
+immutable) is decided here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import IO, Protocol
+
+from pkgdepot.errors import FormatError
+
+#: Largest decompressed index we accept (bounds decompression bombs).
+MAX_INDEX_BYTES = 4 << 30
+
+HASH_BY_LENGTH = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
+HEX_RE = re.compile(r"^[0-9a-f]+$")
+
+
+class Kind(Enum):
+    IMMUTABLE = "immutable"  # never revalidated: packages, by-hash, checksum-named
+    VOLATILE = "volatile"    # revalidated upstream with conditional requests
+
+
+class Role(Enum):
+    PACKAGE = "package"
+    SOURCE = "source"
+    BY_HASH = "by-hash"             # apt by-hash/ALGO/HEX: verified by its own name
+    CHECKSUM_NAMED = "checksum-named"  # rpm-md repodata/HEX-name: verified by its own name
+    RELEASE_INLINE = "inrelease"    # InRelease: inline-signed
+    RELEASE = "release"             # Release (signature in Release.gpg)
+    RELEASE_SIG = "release-sig"
+    INDEX = "index"                 # Packages*, Sources*, primary.xml*: lists packages
+    REPOMD = "repomd"
+    REPOMD_SIG = "repomd-sig"
+    OTHER_VOLATILE = "volatile"     # Translation, Contents, metalink, keys...
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    algo: str   # hashlib name: md5, sha1, sha256, sha512
+    hexdigest: str
+
+
+@dataclass(frozen=True, slots=True)
+class PathInfo:
+    ecosystem: str
+    kind: Kind
+    role: Role
+    digest: Digest | None = None  # for BY_HASH and CHECKSUM_NAMED: the hash in the name
+
+
+@dataclass(frozen=True, slots=True)
+class Vouch:
+    """An index says: the file at `key` has this size and digest."""
+
+    key: str
+    size: int | None
+    digest: Digest
+
+
+class Backend(Protocol):
+    name: str
+
+    def classify(self, path: str) -> PathInfo | None:
+        """What the file at this path (relative to the repository root, or a full
+        upstream path) is, or None when this backend does not know it."""
+
+    def vouches(self, key: str, info: PathInfo, content: Path) -> Iterator[Vouch]:
+        """For an index stored at cache key `key`, yield what it vouches for."""
+
+    def signature_of(self, path: str) -> str | None:
+        """The path of the detached signature that signs this file, if any."""
+
+
+def digest_from_name(algo_hint: str | None, hexdigest: str) -> Digest | None:
+    hexdigest = hexdigest.lower()
+    if not HEX_RE.match(hexdigest):
+        return None
+    algo = HASH_BY_LENGTH.get(len(hexdigest))
+    if algo is None:
+        return None
+    if algo_hint is not None and algo_hint != algo:
+        return None
+    return Digest(algo, hexdigest)
+
+
+class _Reader(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class _Bounded(io.RawIOBase):
+    """Wraps a decompressing stream and fails past MAX_INDEX_BYTES."""
+
+    def __init__(self, inner: _Reader, limit: int) -> None:
+        self._inner = inner
+        self._left = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        data = self._inner.read(len(b))
+        self._left -= len(data)
+        if self._left < 0:
+            raise FormatError("index is larger than the limit once decompressed "
+                              "(decompression bomb?)")
+        b[: len(data)] = data
+        return len(data)
+
+
+def open_index(path: Path, name: str, limit: int = MAX_INDEX_BYTES) -> IO[bytes]:
+    """Open a possibly compressed index for reading, by the suffix of `name`."""
+    raw: _Reader
+    f = open(path, "rb")  # noqa: SIM115 (returned to the caller)
+    try:
+        if name.endswith(".gz"):
+            raw = gzip.GzipFile(fileobj=f)
+        elif name.endswith((".xz", ".lzma")):
+            raw = lzma.LZMAFile(f)  # noqa: SIM115
+        elif name.endswith(".bz2"):
+            raw = bz2.BZ2File(f)
+        elif name.endswith(".zst"):
+            import zstandard
+
+            raw = zstandard.ZstdDecompressor().stream_reader(f, closefd=True)
+        else:
+            raw = f
+    except Exception:
+        f.close()
+        raise
+    return io.BufferedReader(_Bounded(raw, limit), 1 << 16)
+
+
+def backends() -> tuple[Backend, ...]:
+    from pkgdepot.formats.apt import AptBackend
+    from pkgdepot.formats.rpm import RpmBackend
+
+    return (AptBackend(), RpmBackend())
+
+
+_BACKENDS: tuple[Backend, ...] | None = None
+
+
+def classify(path: str) -> tuple[Backend, PathInfo] | None:
+    """Ask every backend; the first that knows the path decides."""
+    global _BACKENDS
+    if _BACKENDS is None:
+        _BACKENDS = backends()
+    for b in _BACKENDS:
+        info = b.classify(path)
+        if info is not None:
+            return b, info
+    return None
+
+
+def backend_named(name: str) -> Backend:
+    global _BACKENDS
+    if _BACKENDS is None:
+        _BACKENDS = backends()
+    for b in _BACKENDS:
+        if b.name == name:
+            return b
+    raise KeyError(name)

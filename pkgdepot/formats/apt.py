@@ -1,0 +1,211 @@
+"""The apt (Debian, Ubuntu) repository format.
+
+Paths: `dists/SUITE/{InRelease,Release,Release.gpg}` are signed release files;
+`dists/SUITE/COMP/binary-ARCH/Packages*` and `source/Sources*` list packages;
+`.../by-hash/ALGO/HEX` are immutable copies named by their hash; `pool/...`
+holds packages and source files, immutable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from debian import deb822
+
+from pkgdepot.errors import FormatError
+from pkgdepot.formats import (
+    Digest,
+    Kind,
+    PathInfo,
+    Role,
+    Vouch,
+    digest_from_name,
+    open_index,
+)
+
+ECOSYSTEM = "apt"
+_COMP = r"(\.(gz|xz|bz2|lzma|zst|lz4))?"
+BY_HASH_RE = re.compile(r"(^|/)by-hash/(MD5Sum|SHA1|SHA256|SHA512)/([0-9a-fA-F]+)$")
+INDEX_RE = re.compile(rf"(^|/)(Packages|Sources){_COMP}$")
+OTHER_VOLATILE_RE = re.compile(
+    rf"(^|/)(Contents-[A-Za-z0-9_-]+{_COMP}|Contents-(udeb-)?[a-z0-9-]+{_COMP}"
+    rf"|Translation-[A-Za-z_@.0-9-]+{_COMP}|Index|Components-[a-z0-9-]+\.yml{_COMP}"
+    rf"|icons-[0-9x@]+\.tar{_COMP}|Commands-[a-z0-9-]+{_COMP}|i18n/Index)$"
+)
+PACKAGE_RE = re.compile(r"\.(deb|udeb|ddeb)$")
+SOURCE_RE = re.compile(
+    r"(^|/)pool/.+\.(dsc|tar\.(gz|xz|bz2|zst|lzma)|diff\.gz|asc)$"
+    r"|[^/]+_[^/]+\.(dsc|orig[^/]*\.tar\.[a-z0-9]+|debian\.tar\.[a-z0-9]+|diff\.gz)$"
+)
+ALGO_FIELDS = (("SHA256", "sha256"), ("SHA512", "sha512"), ("SHA1", "sha1"),
+               ("MD5Sum", "md5"), ("MD5sum", "md5"))
+BY_HASH_ALGO = {"MD5Sum": "md5", "SHA1": "sha1", "SHA256": "sha256", "SHA512": "sha512"}
+
+
+def _basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+class AptBackend:
+    name = ECOSYSTEM
+
+    def classify(self, path: str) -> PathInfo | None:
+        m = BY_HASH_RE.search(path)
+        if m:
+            digest = digest_from_name(BY_HASH_ALGO[m.group(2)], m.group(3))
+            if digest is None:
+                return None
+            return PathInfo(ECOSYSTEM, Kind.IMMUTABLE, Role.BY_HASH, digest)
+        base = _basename(path)
+        if base == "InRelease":
+            return PathInfo(ECOSYSTEM, Kind.VOLATILE, Role.RELEASE_INLINE)
+        if base == "Release":
+            return PathInfo(ECOSYSTEM, Kind.VOLATILE, Role.RELEASE)
+        if base == "Release.gpg":
+            return PathInfo(ECOSYSTEM, Kind.VOLATILE, Role.RELEASE_SIG)
+        if INDEX_RE.search(path):
+            return PathInfo(ECOSYSTEM, Kind.VOLATILE, Role.INDEX)
+        if OTHER_VOLATILE_RE.search(path):
+            return PathInfo(ECOSYSTEM, Kind.VOLATILE, Role.OTHER_VOLATILE)
+        if PACKAGE_RE.search(base):
+            return PathInfo(ECOSYSTEM, Kind.IMMUTABLE, Role.PACKAGE)
+        if SOURCE_RE.search(path):
+            return PathInfo(ECOSYSTEM, Kind.IMMUTABLE, Role.SOURCE)
+        return None
+
+    def signature_of(self, path: str) -> str | None:
+        if _basename(path) == "Release":
+            return path + ".gpg"
+        return None
+
+    def vouches(self, key: str, info: PathInfo, content: Path) -> Iterator[Vouch]:
+        if info.role in (Role.RELEASE, Role.RELEASE_INLINE):
+            yield from release_vouches(key, content)
+        elif info.role == Role.INDEX:
+            # A by-hash copy of an index has no name of its own: never parsed here.
+            name = _basename(key)
+            if name.startswith("Packages"):
+                yield from packages_vouches(archive_root(key), content, name)
+            elif name.startswith("Sources"):
+                yield from sources_vouches(archive_root(key), content, name)
+
+
+def archive_root(key: str) -> str:
+    """The key prefix that `Filename:` fields are relative to: the directory
+    above `dists/`, or for a flat repository the index's own directory."""
+    i = key.rfind("/dists/")
+    if i >= 0:
+        return key[: i + 1]
+    return key.rsplit("/", 1)[0] + "/"
+
+
+def parse_release(text: str) -> deb822.Release:
+    """Parse (In)Release text; an inline signature's armor is stripped."""
+    try:
+        return deb822.Release(text)
+    except Exception as e:  # python-debian raises assorted errors on garbage
+        raise FormatError(f"unparsable Release file: {e}") from e
+
+
+def release_entries(rel: deb822.Release) -> dict[str, tuple[int, Digest]]:
+    """name -> (size, strongest digest) from a Release's checksum fields."""
+    out: dict[str, tuple[int, Digest]] = {}
+    for fld, algo in reversed(ALGO_FIELDS):  # strongest last, so it wins
+        for item in rel.get(fld, []) or []:
+            try:
+                name = item["name"]
+                size = int(item["size"])
+                hexd = item[fld.lower() if fld != "MD5Sum" else "md5sum"].lower()
+            except (KeyError, ValueError, TypeError):
+                continue
+            if ".." in name.split("/") or name.startswith("/"):
+                continue
+            out[name] = (size, Digest(algo, hexd))
+    return out
+
+
+def release_vouches(key: str, content: Path) -> Iterator[Vouch]:
+    text = content.read_bytes().decode("utf-8", "replace")
+    rel = parse_release(text)
+    base = key.rsplit("/", 1)[0] + "/"
+    for name, (size, digest) in release_entries(rel).items():
+        yield Vouch(base + name, size, digest)
+
+
+def _decompressed(content: Path, name: str) -> Path:
+    """Decompress an index into a temporary file beside it (bounded)."""
+    fd, tmp = tempfile.mkstemp(prefix=".idx-", dir=content.parent)
+    try:
+        with open_index(content, name) as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except Exception:
+        os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+def _tagfile_sections(content: Path, name: str) -> Iterator[dict[str, str]]:
+    """Iterate deb822 paragraphs fast (apt_pkg's TagFile) or portably (python-debian)."""
+    plain = _decompressed(content, name)
+    try:
+        try:
+            import apt_pkg
+        except ImportError:  # pragma: no cover - python3-apt is installed by install.sh
+            with open(plain, "rb") as f:
+                for p in deb822.Deb822.iter_paragraphs(f, use_apt_pkg=False):
+                    yield dict(p)
+            return
+        with open(plain, "rb") as f:
+            try:
+                for s in apt_pkg.TagFile(f):
+                    yield {k: s[k] for k in s.keys()}  # noqa: SIM118 (TagSection)
+            except SystemError as e:
+                raise FormatError(f"unparsable index {name}: {e}") from e
+    finally:
+        plain.unlink(missing_ok=True)
+
+
+def _safe_rel(path: str) -> bool:
+    return bool(path) and not path.startswith("/") and ".." not in path.split("/")
+
+
+def packages_vouches(root: str, content: Path, name: str) -> Iterator[Vouch]:
+    for sec in _tagfile_sections(content, name):
+        filename = sec.get("Filename", "")
+        if not _safe_rel(filename):
+            continue
+        try:
+            size: int | None = int(sec.get("Size", ""))
+        except ValueError:
+            size = None
+        for fld, algo in ALGO_FIELDS:
+            if fld in sec:
+                yield Vouch(root + filename, size, Digest(algo, sec[fld].strip().lower()))
+                break
+
+
+def sources_vouches(root: str, content: Path, name: str) -> Iterator[Vouch]:
+    fields = (("Checksums-Sha256", "sha256"), ("Checksums-Sha512", "sha512"),
+              ("Checksums-Sha1", "sha1"), ("Files", "md5"))
+    for sec in _tagfile_sections(content, name):
+        directory = sec.get("Directory", "")
+        if not _safe_rel(directory):
+            continue
+        for fld, algo in fields:
+            if fld not in sec:
+                continue
+            for line in sec[fld].strip().splitlines():
+                parts = line.split()
+                if len(parts) != 3 or not _safe_rel(parts[2]) or "/" in parts[2]:
+                    continue
+                try:
+                    size = int(parts[1])
+                except ValueError:
+                    continue
+                yield Vouch(f"{root}{directory}/{parts[2]}", size, Digest(algo, parts[0].lower()))
+            break

@@ -1,0 +1,182 @@
+"""Routing: a request target -> (cache key, upstream URLs, kind of file).
+
+Accepted forms:
+    GET http://HOST[:PORT]/PATH      forward proxy (absolute form)
+    GET /HOST[:PORT]/PATH            upstream host in the path (apt-cacher-ng style)
+    GET /NAME/PATH                   a named repository from the config
+
+The path is checked strictly (no traversal in any encoding, no NUL, no
+backslash, no empty segments) before it is decoded, and again after.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit
+
+from pkgdepot.config import Config, RepoConfig
+from pkgdepot.errors import BadRequest, Forbidden, NotFound
+from pkgdepot.formats import Backend, Kind, PathInfo, Role, classify
+
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+IPV6_RE = re.compile(r"^\[[0-9A-Fa-f:.]+\]$")
+QUERY_OK_RE = re.compile(r"(^|/)(metalink|mirrorlist)$")
+#: Characters kept literally when a decoded path is sent upstream.
+SAFE = "/:@!$&'()*+,;=-._~"
+RESERVED_FIRST_SEGMENTS = {"snapshot", "metrics", "_pkgdepot"}
+
+
+def is_authority(segment: str) -> bool:
+    """HOST, HOST:PORT, IPv4[:PORT] or [IPv6][:PORT], with a dot or a port so
+    that it cannot be mistaken for a repository name."""
+    host, port = segment, ""
+    if segment.startswith("["):
+        host, _, rest = segment.partition("]")
+        host += "]"
+        if rest:
+            if not rest.startswith(":"):
+                return False
+            port = rest[1:]
+        if not IPV6_RE.match(host):
+            return False
+    else:
+        if ":" in segment:
+            host, _, port = segment.rpartition(":")
+        if not HOSTNAME_RE.match(host) or ("." not in host and not port):
+            return False
+    return not port or (port.isdigit() and 0 < int(port) < 65536)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    key: str                 # cache key: "repo/NAME/PATH" or "http/HOST[:PORT]/PATH"
+    path: str                # decoded path within the repository or upstream host
+    urls: tuple[str, ...]    # upstream URLs, tried in order
+    repo: RepoConfig | None
+    backend: Backend | None  # None only when unknown paths are allowed
+    info: PathInfo
+
+    @property
+    def kind(self) -> Kind:
+        return self.info.kind
+
+
+UNKNOWN = PathInfo("unknown", Kind.VOLATILE, Role.OTHER_VOLATILE)
+
+
+def check_raw_path(raw: str) -> None:
+    """Refuse hostile paths before decoding anything."""
+    if any(c in raw for c in ("\x00", "\\", "\r", "\n", "\t")) or any(ord(c) < 32 for c in raw):
+        raise BadRequest("control characters or backslashes in the path")
+    low = raw.lower()
+    for bad in ("%00", "%2f", "%5c", "%0d", "%0a", "%09"):
+        if bad in low:
+            raise BadRequest(f"encoded {bad.upper()} in the path is not allowed")
+
+
+def decode_path(raw_path: str) -> str:
+    """Decode a raw path ('/a/b%3a1') into checked segments ('a/b:1')."""
+    check_raw_path(raw_path)
+    if not raw_path.startswith("/"):
+        raise BadRequest("the path must start with '/'")
+    try:
+        path = unquote(raw_path[1:], errors="strict")
+    except UnicodeDecodeError as e:
+        raise BadRequest("the path is not valid UTF-8 once decoded") from e
+    if any(ord(c) < 32 or c == "\\" for c in path):
+        raise BadRequest("control characters or backslashes in the path")
+    segments = path.split("/")
+    for seg in segments[:-1] if path.endswith("/") else segments:
+        if seg in ("", ".", ".."):
+            raise BadRequest("empty, '.' or '..' path segments are not allowed")
+    return path
+
+
+class Router:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        # Longest base first, so that a more specific upstream wins.
+        self._bases: list[tuple[str, RepoConfig]] = sorted(
+            ((u + "/", r) for r in config.repos.values() for u in r.upstreams),
+            key=lambda t: -len(t[0]))
+
+    def route(self, target: str) -> Route | None:
+        """Route a request target. None means: the depot's own pages ('/')."""
+        if len(target) > 4096:
+            raise BadRequest("request target too long")
+        check_raw_path(target)
+        if target.startswith(("http://", "https://")):
+            return self._absolute(target)
+        if not target.startswith("/"):
+            raise BadRequest("request target must be a path or an absolute http:// URL")
+        raw_path, _, query = target.partition("?")
+        path = decode_path(raw_path)
+        if path == "":
+            if query:
+                raise BadRequest("no query string here")
+            return None
+        first, _, rest = path.partition("/")
+        if first in self.config.repos:
+            repo = self.config.repos[first]
+            return self._named(repo, rest, query)
+        if first in RESERVED_FIRST_SEGMENTS:
+            raise NotFound(f"/{first}/ is not available in this version of pkgdepot")
+        if is_authority(first):
+            return self._host("http", first, rest, query)
+        names = ", ".join(sorted(self.config.repos)) or "none configured"
+        raise NotFound(f"no repository named {first!r} (named repositories: {names}); "
+                       "to reach an upstream host, put its name with a dot in the first "
+                       "segment, e.g. /mirror.example/debian/...")
+
+    def _absolute(self, target: str) -> Route:
+        try:
+            parts = urlsplit(target)
+            port = parts.port
+        except ValueError as e:
+            raise BadRequest(f"malformed URL: {e}") from e
+        if parts.username or parts.password or "@" in parts.netloc:
+            raise BadRequest("user information in the URL is not allowed")
+        if parts.fragment:
+            raise BadRequest("fragments are not allowed")
+        host = (parts.hostname or "").lower()
+        if not host or not (HOSTNAME_RE.match(host) or IPV6_RE.match(f"[{host}]")):
+            raise BadRequest("malformed host in the URL")
+        path = decode_path(parts.path or "/")
+        full = f"{parts.scheme}://{parts.netloc.lower()}/{path}"
+        for base, repo in self._bases:
+            if full.startswith(base):
+                return self._named(repo, full[len(base):], parts.query)
+        authority = host if ":" not in host else f"[{host}]"
+        if port is not None and port != (80 if parts.scheme == "http" else 443):
+            authority += f":{port}"
+        return self._host(parts.scheme, authority, path, parts.query)
+
+    def _classify(self, path: str, query: str) -> tuple[Backend | None, PathInfo]:
+        if query and not QUERY_OK_RE.search(path):
+            raise BadRequest("query strings are only allowed on metalink and mirrorlist")
+        if path == "" or path.endswith("/"):
+            raise Forbidden("directory listings are not served")
+        found = classify(path)
+        if found is None:
+            if self.config.allow_unknown_paths:
+                return None, UNKNOWN
+            raise Forbidden(f"/{path} is not a file of any known repository format "
+                            "(apt, rpm-md): refused, the depot is not an open proxy",
+                            hint="set cache.allow_unknown_paths = true to cache it anyway")
+        return found
+
+    def _named(self, repo: RepoConfig, path: str, query: str) -> Route:
+        backend, info = self._classify(path, query)
+        suffix = quote(path, safe=SAFE) + (f"?{query}" if query else "")
+        key = f"repo/{repo.name}/{path}" + (f"?{query}" if query else "")
+        return Route(key, path, tuple(f"{u}/{suffix}" for u in repo.upstreams),
+                     repo, backend, info)
+
+    def _host(self, scheme: str, authority: str, path: str, query: str) -> Route:
+        backend, info = self._classify(path, query)
+        suffix = quote(path, safe=SAFE) + (f"?{query}" if query else "")
+        key = f"{scheme}/{authority.lower()}/{path}" + (f"?{query}" if query else "")
+        return Route(key, path, (f"{scheme}://{authority}/{suffix}",), None, backend, info)

@@ -1,0 +1,374 @@
+"""The HTTP server: requests in, blobs and streams out.
+
+Built on aiohttp's low-level server (its llhttp parser, keep-alive and
+pipelining); responses for stored blobs go out with sendfile, small ones in
+a single write from a memory cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import ipaddress
+import logging
+import socket
+import struct
+import time
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+from typing import BinaryIO
+
+from aiohttp import web
+
+from pkgdepot import __version__, openpgp
+from pkgdepot.cache import Cache, Hit, Streaming
+from pkgdepot.config import Config
+from pkgdepot.errors import (
+    BadRequest,
+    Forbidden,
+    MethodNotAllowed,
+    PkgdepotError,
+)
+from pkgdepot.fetch import Fetcher
+from pkgdepot.formats import Kind
+from pkgdepot.proxy import tunnel
+from pkgdepot.proxy.http import (
+    content_type,
+    etag_matches,
+    http_date,
+    parse_http_date,
+    parse_range,
+)
+from pkgdepot.proxy.route import Route, Router
+from pkgdepot.store import Entry
+from pkgdepot.store.fs import FsStore
+
+log = logging.getLogger(__name__)
+SMALL_BLOB = 128 << 10
+SMALL_CACHE_BYTES = 64 << 20
+
+
+class SmallBlobs:
+    """An LRU of small blob contents, so that hits on small files cost one write."""
+
+    def __init__(self, limit: int = SMALL_CACHE_BYTES) -> None:
+        self._data: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+        self._limit = limit
+
+    def get(self, sha: str) -> bytes | None:
+        data = self._data.get(sha)
+        if data is not None:
+            self._data.move_to_end(sha)
+        return data
+
+    def put(self, sha: str, data: bytes) -> None:
+        if sha in self._data:
+            return
+        self._data[sha] = data
+        self._size += len(data)
+        while self._size > self._limit:
+            _, old = self._data.popitem(last=False)
+            self._size -= len(old)
+
+
+def _abort(request: web.BaseRequest) -> None:
+    """Reset the client's connection (RST), so it cannot mistake a partial or
+    bad body for a complete one."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+class Depot:
+    """Everything one server process needs, started and stopped together."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = FsStore(config.data_dir)
+        self.fetcher = Fetcher(config)
+        self.router = Router(config)
+        self.small = SmallBlobs()
+        self.started = time.time()
+        self.cache: Cache | None = None
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.store.open)
+        keyrings: dict[str, Path] = {}
+        for repo in self.config.repos.values():
+            if repo.keyring is not None:
+                keyrings[repo.name] = await asyncio.to_thread(
+                    openpgp.binary_keyring, repo.keyring, self.config.data_dir / "keyrings")
+        await self.fetcher.start()
+        self.cache = Cache(self.config, self.store, self.fetcher, keyrings)
+
+    async def close(self) -> None:
+        if self.cache is not None:
+            for task in list(self.cache._tasks):
+                task.cancel()
+        await self.fetcher.close()
+        await self.store.close()
+
+    # -- request handling --------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        rid = uuid.uuid4().hex[:8]
+        try:
+            self._check_client(request)
+            if request.method == "CONNECT":
+                return await tunnel.handle_connect(request, self.config, self.fetcher.policy)
+            if request.method not in ("GET", "HEAD"):
+                raise MethodNotAllowed(f"method {request.method} is not allowed: the depot "
+                                       "is read-only for clients (GET and HEAD)")
+            route = self.router.route(request.raw_path)
+            if route is None:
+                return self._index_page(request)
+            assert self.cache is not None
+            result = await self.cache.lookup(route)
+            if isinstance(result, Hit):
+                return await self._serve_entry(request, route, result)
+            return await self._serve_stream(request, route, result)
+        except PkgdepotError as e:
+            if not isinstance(e, BadRequest | Forbidden | MethodNotAllowed) and e.status >= 500:
+                log.warning("[%s] %s %s -> %d %s", rid, request.method, request.raw_path,
+                            e.status, e.message)
+            return self._error(e)
+
+    def _check_client(self, request: web.BaseRequest) -> None:
+        remote = request.remote
+        if not remote or not self.config.allow_clients:
+            return
+        try:
+            ip = ipaddress.ip_address(remote.split("%", 1)[0])
+        except ValueError:
+            return  # a UNIX socket
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if not any(ip in n for n in self.config.allow_clients):
+            raise Forbidden(f"clients from {ip} may not use this depot",
+                            hint="add the network to server.allow_clients")
+
+    def _error(self, e: PkgdepotError) -> web.Response:
+        headers = {"Cache-Control": "no-store", "X-Pkgdepot-Error": type(e).__name__}
+        if isinstance(e, MethodNotAllowed):
+            headers["Allow"] = "GET, HEAD"
+        body = f"{e.status} {e.message}\n" + (f"hint: {e.hint}\n" if e.hint else "")
+        return web.Response(status=e.status, text=body, headers=headers)
+
+    def _index_page(self, request: web.BaseRequest) -> web.Response:
+        assert self.cache is not None
+        st = self.cache.stats
+        rows = "".join(
+            f"<tr><td>{html.escape(r.name)}</td><td>{html.escape(', '.join(r.upstreams))}</td>"
+            f"<td>{'yes' if r.keyring else 'no'}</td></tr>"
+            for r in self.config.repos.values())
+        body = (
+            "<!doctype html><html><head><meta charset=utf-8><title>pkgdepot</title></head>"
+            f"<body><h1>pkgdepot {__version__}</h1>"
+            f"<p>{self.store.entry_count()} files cached; hits {st.hits}, misses {st.misses}, "
+            f"revalidated {st.revalidated}, stale {st.stale}, errors {st.errors}, "
+            f"verification failures {st.verify_failures}; "
+            f"{st.bytes_from_upstream} bytes fetched upstream; "
+            f"{len(self.cache.flights)} downloads in flight.</p>"
+            "<h2>Named repositories</h2><table><tr><th>name</th><th>upstreams</th>"
+            f"<th>keyring</th></tr>{rows}</table></body></html>")
+        return web.Response(text=body, content_type="text/html")
+
+    # -- serving -------------------------------------------------------------
+
+    def _headers(self, route: Route, etag: str | None, last_modified: str | None,
+                 state: str) -> dict[str, str]:
+        h = {"Content-Type": content_type(route.path), "Accept-Ranges": "bytes",
+             "X-Pkgdepot-Cache": state}
+        if etag:
+            h["ETag"] = etag
+        if last_modified:
+            h["Last-Modified"] = last_modified
+        if route.kind is Kind.VOLATILE:
+            h["Cache-Control"] = "max-age=0, must-revalidate"
+        return h
+
+    @staticmethod
+    def _etag(entry: Entry) -> str:
+        return f'"{entry.sha256[:40]}"'
+
+    def _not_modified(self, request: web.BaseRequest, etag: str, last_modified: str) -> bool:
+        inm = request.headers.get("If-None-Match")
+        if inm is not None:
+            return etag_matches(inm, etag)
+        ims = parse_http_date(request.headers.get("If-Modified-Since"))
+        lm = parse_http_date(last_modified)
+        return ims is not None and lm is not None and lm <= ims
+
+    def _ranges(self, request: web.BaseRequest, size: int, etag: str,
+                last_modified: str) -> list[tuple[int, int]] | None:
+        header = request.headers.get("Range")
+        if header is None:
+            return None
+        if_range = request.headers.get("If-Range")
+        if if_range is not None and if_range != etag and if_range != last_modified:
+            return None
+        return parse_range(header, size)
+
+    async def _serve_entry(self, request: web.BaseRequest, route: Route,
+                           hit: Hit) -> web.StreamResponse:
+        entry = hit.entry
+        etag = self._etag(entry)
+        last_modified = entry.last_modified or http_date(entry.stored_at)
+        headers = self._headers(route, etag, last_modified, hit.state)
+        if hit.warning:
+            headers["Warning"] = hit.warning
+        if self._not_modified(request, etag, last_modified):
+            return web.Response(status=304, headers=headers)
+        ranges = self._ranges(request, entry.size, etag, last_modified)
+        head_only = request.method == "HEAD"
+        if ranges is None and entry.size <= SMALL_BLOB:
+            data = self.small.get(entry.sha256)
+            if data is None:
+                data = await asyncio.to_thread(self._read_blob, entry)
+                self.small.put(entry.sha256, data)
+            if head_only:
+                headers["Content-Length"] = str(len(data))
+                return web.Response(headers=headers)
+            return web.Response(body=data, headers=headers)
+        f = await asyncio.to_thread(self.store.open_blob, entry.sha256)
+        try:
+            return await self._send_ranges(request, f, entry.size, ranges, headers, head_only)
+        finally:
+            f.close()
+
+    def _read_blob(self, entry: Entry) -> bytes:
+        with self.store.open_blob(entry.sha256) as f:
+            return f.read()
+
+    async def _send_ranges(self, request: web.BaseRequest, f: BinaryIO, size: int,
+                           ranges: list[tuple[int, int]] | None, headers: dict[str, str],
+                           head_only: bool) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        if ranges is None or len(ranges) == 1:
+            first, last = ranges[0] if ranges else (0, size - 1)
+            resp = web.StreamResponse(status=206 if ranges else 200, headers=headers)
+            if ranges:
+                resp.headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+            resp.content_length = last - first + 1 if size else 0
+            await resp.prepare(request)
+            if not head_only and size:
+                await self._sendfile(request, loop, f, first, last - first + 1)
+            await resp.write_eof()
+            return resp
+        boundary = uuid.uuid4().hex
+        ctype = headers["Content-Type"]
+        parts = [((f"\r\n--{boundary}\r\nContent-Type: {ctype}\r\n"
+                   f"Content-Range: bytes {a}-{b}/{size}\r\n\r\n").encode(), a, b)
+                 for a, b in ranges]
+        closing = f"\r\n--{boundary}--\r\n".encode()
+        total = sum(len(p) + b - a + 1 for p, a, b in parts) + len(closing)
+        headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+        resp = web.StreamResponse(status=206, headers=headers)
+        resp.content_length = total
+        await resp.prepare(request)
+        if not head_only:
+            for preamble, a, b in parts:
+                await resp.write(preamble)
+                await self._sendfile(request, loop, f, a, b - a + 1)
+            await resp.write(closing)
+        await resp.write_eof()
+        return resp
+
+    @staticmethod
+    async def _sendfile(request: web.BaseRequest, loop: asyncio.AbstractEventLoop,
+                        f: BinaryIO, offset: int, count: int) -> None:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client went away")
+        await loop.sendfile(transport, f, offset, count)
+
+    async def _serve_stream(self, request: web.BaseRequest, route: Route,
+                            st: Streaming) -> web.StreamResponse:
+        flight, head = st.flight, st.head
+        etag = head.etag
+        headers = self._headers(route, None, head.last_modified, "MISS")
+        size = head.size
+        try:
+            ranges = self._ranges(request, size, etag or "", head.last_modified or "")
+        except PkgdepotError:
+            raise
+        if ranges is not None and len(ranges) > 1:
+            entry = await asyncio.shield(flight.done)  # multi-range: wait for the whole file
+            return await self._serve_entry(request, route, Hit(entry, "MISS"))
+        first, last = ranges[0] if ranges else (0, size - 1)
+        resp = web.StreamResponse(status=206 if ranges else 200, headers=headers)
+        if ranges:
+            resp.headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        resp.content_length = last - first + 1 if size else 0
+        reader = flight.acquire_reader()
+        try:
+            await resp.prepare(request)
+            if request.method == "HEAD" or size == 0:
+                if size == 0:
+                    await asyncio.shield(flight.done)
+                await resp.write_eof()
+                return resp
+            loop = asyncio.get_running_loop()
+            pos, end = first, last + 1
+            while pos < end:
+                avail = min(flight.sendable(), end)
+                if avail > pos:
+                    await self._sendfile(request, loop, reader, pos, avail - pos)
+                    pos = avail
+                    continue
+                if flight.failed is not None:
+                    log.warning("%s: aborting client: %s", route.key, flight.failed)
+                    _abort(request)
+                    return resp
+                if flight.finished:
+                    _abort(request)
+                    return resp
+                await flight.wait_progress()
+            await resp.write_eof()
+            return resp
+        finally:
+            flight.release_reader()
+
+
+def make_server(depot: Depot) -> web.Server:
+    return web.Server(depot.handle, access_log=None, max_line_size=8190,
+                      max_field_size=8190, handler_cancellation=False)
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    depot = Depot(config)
+    await depot.start()
+    server = make_server(depot)
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in config.listen_host else socket.AF_INET
+    try:
+        srv = await loop.create_server(server, config.listen_host, config.listen_port,
+                                       family=family, reuse_address=True, backlog=4096)
+    except OSError as e:
+        await depot.close()
+        raise PkgdepotError(f"cannot listen on {config.listen_host}:{config.listen_port}: "
+                            f"{e.strerror}",
+                            hint="is another depot or apt-cacher-ng running? pick another "
+                                 "port with --listen HOST:PORT") from e
+    log.info("pkgdepot %s listening on %s:%d, data in %s", __version__, config.listen_host,
+             config.listen_port, config.data_dir)
+    if ready is not None:
+        ready.set()
+    try:
+        if stop is None:
+            await asyncio.Event().wait()
+        else:
+            await stop.wait()
+    finally:
+        srv.close()
+        await server.shutdown(2.0)
+        await depot.close()

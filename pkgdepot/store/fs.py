@@ -1,0 +1,227 @@
+"""Blobs on the local file system, catalog in SQLite.
+
+Layout of the data directory:
+    blobs/ab/abcdef...      one file per sha256, read-only
+    tmp/                    downloads in progress (cleared at start)
+    catalog.sqlite          entries (key -> blob) and vouches (key -> hash)
+    keyrings/               dearmored copies of configured keyrings
+
+All SQLite work runs on one dedicated thread, in order; the event loop never
+blocks on it. Entries are also held in memory so that a cache hit costs no
+I/O besides sending the blob.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import stat
+import tempfile
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+from pkgdepot.errors import StoreError
+from pkgdepot.formats import Digest, Vouch
+from pkgdepot.store import Entry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    stored_at REAL NOT NULL,
+    checked_at REAL NOT NULL,
+    etag TEXT,
+    last_modified TEXT
+);
+CREATE TABLE IF NOT EXISTS vouches (
+    key TEXT PRIMARY KEY,
+    size INTEGER,
+    algo TEXT NOT NULL,
+    digest TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS vouches_digest ON vouches(digest);
+"""
+
+
+class FsStore:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir
+        self.blobs = data_dir / "blobs"
+        self.tmp = data_dir / "tmp"
+        self._entries: dict[str, Entry] = {}
+        self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="pkgdepot-catalog")
+        self._db: sqlite3.Connection | None = None
+
+    # -- opening and recovery --------------------------------------------
+
+    def open(self) -> FsStore:
+        """Create or open the data directory, clean up after a crash, check
+        that every catalog entry still has its blob. Blocking: call before
+        serving (or in a thread)."""
+        try:
+            for d in (self.root, self.blobs, self.tmp):
+                d.mkdir(mode=0o750, parents=True, exist_ok=True)
+                st = os.lstat(d)
+                if not stat.S_ISDIR(st.st_mode):
+                    raise StoreError(f"{d} is not a directory (a symlink?)")
+        except PermissionError as e:
+            raise StoreError(f"cannot create the data directory {self.root}: {e.strerror}",
+                             hint="run as root, or pass --data-dir DIR that you can write") from e
+        removed = 0
+        for p in self.tmp.iterdir():
+            if p.is_file() or p.is_symlink():
+                p.unlink()
+                removed += 1
+        if removed:
+            log.info("removed %d unfinished download(s) left by an earlier run", removed)
+        try:
+            self._db = sqlite3.connect(self.root / "catalog.sqlite", check_same_thread=False,
+                                       isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            rows = self._db.execute(
+                "SELECT key, sha256, size, stored_at, checked_at, etag, last_modified "
+                "FROM entries").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"the catalog {self.root / 'catalog.sqlite'} is damaged: {e}",
+                             hint="move it away and restart: cached files are fetched again") from e
+        dropped = []
+        for row in rows:
+            ent = Entry(*row)
+            try:
+                st = os.stat(self.blob_path(ent.sha256))
+            except FileNotFoundError:
+                dropped.append(ent.key)
+                continue
+            if st.st_size != ent.size:
+                dropped.append(ent.key)
+                continue
+            self._entries[ent.key] = ent
+        if dropped:
+            log.warning("catalog: %d entries had no intact blob and were dropped", len(dropped))
+            self._db.executemany("DELETE FROM entries WHERE key=?", [(k,) for k in dropped])
+        return self
+
+    async def close(self) -> None:
+        await self._call(self._close_db)
+        self._db_thread.shutdown(wait=True)
+
+    def _close_db(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_thread, fn, *args)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the store is not open")
+        return self._db
+
+    # -- blobs -----------------------------------------------------------
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.blobs / sha256[:2] / sha256
+
+    def open_blob(self, sha256: str) -> BinaryIO:
+        return open(self.blob_path(sha256), "rb")
+
+    def new_temp(self) -> Path:
+        fd, name = tempfile.mkstemp(prefix="dl-", dir=self.tmp)
+        os.close(fd)
+        return Path(name)
+
+    def _place(self, temp: Path, sha256: str) -> None:
+        dest = self.blob_path(sha256)
+        if dest.exists():
+            temp.unlink(missing_ok=True)
+            return
+        with open(temp, "rb") as f:
+            os.fsync(f.fileno())
+        dest.parent.mkdir(exist_ok=True)
+        os.chmod(temp, 0o444)
+        os.replace(temp, dest)
+        dfd = os.open(dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    async def commit(self, temp: Path, entry: Entry) -> Entry:
+        await asyncio.to_thread(self._place, temp, entry.sha256)
+        await self._call(self._put, entry)
+        self._entries[entry.key] = entry
+        return entry
+
+    def _put(self, e: Entry) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)",
+            (e.key, e.sha256, e.size, e.stored_at, e.checked_at, e.etag, e.last_modified))
+
+    # -- entries ---------------------------------------------------------
+
+    def lookup(self, key: str) -> Entry | None:
+        return self._entries.get(key)
+
+    async def mark_checked(self, key: str, when: float) -> None:
+        e = self._entries.get(key)
+        if e is None:
+            return
+        e.checked_at = when
+        await self._call(lambda: self.db.execute(
+            "UPDATE entries SET checked_at=? WHERE key=?", (when, key)))
+
+    async def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
+        await self._call(lambda: self.db.execute("DELETE FROM entries WHERE key=?", (key,)))
+
+    def entry_count(self) -> int:
+        return len(self._entries)
+
+    # -- vouches ---------------------------------------------------------
+
+    async def add_vouches(self, vouches: Iterable[Vouch]) -> int:
+        def run() -> int:
+            rows = [(v.key, v.size, v.digest.algo, v.digest.hexdigest) for v in vouches]
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany("INSERT OR REPLACE INTO vouches VALUES (?,?,?,?)", rows)
+            return len(rows)
+        n: int = await self._call(run)
+        return n
+
+    async def vouch_for(self, key: str) -> Vouch | None:
+        def run() -> Vouch | None:
+            row = self.db.execute("SELECT size, algo, digest FROM vouches WHERE key=?",
+                                  (key,)).fetchone()
+            return None if row is None else Vouch(key, row[0], Digest(row[1], row[2]))
+        v: Vouch | None = await self._call(run)
+        return v
+
+    async def find_by_digest(self, prefix: str, digest: Digest) -> str | None:
+        def run() -> str | None:
+            for (key,) in self.db.execute(
+                    "SELECT key FROM vouches WHERE digest=? AND algo=?",
+                    (digest.hexdigest, digest.algo)):
+                if key.startswith(prefix) and "/by-hash/" not in key:
+                    return str(key)
+            return None
+        k: str | None = await self._call(run)
+        return k
+
+
+def now() -> float:
+    return time.time()
