@@ -88,6 +88,8 @@ def decode_path(raw_path: str) -> str:
         raise BadRequest("the path is not valid UTF-8 once decoded") from e
     if any(ord(c) < 32 or c == "\\" for c in path):
         raise BadRequest("control characters or backslashes in the path")
+    if path == "":
+        return path
     segments = path.split("/")
     for seg in segments[:-1] if path.endswith("/") else segments:
         if seg in ("", ".", ".."):

@@ -1,0 +1,64 @@
+"""Configuration: defaults, validation errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pkgdepot.cli import main
+from pkgdepot.config import from_mapping, load
+from pkgdepot.errors import ConfigError
+
+
+def test_defaults() -> None:
+    c = from_mapping({})
+    assert (c.listen_host, c.listen_port) == ("0.0.0.0", 3142)
+    assert c.repos == {}
+    assert any(str(n) == "127.0.0.0/8" for n in c.allow_clients)
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    ({"server": {"listen": "nonsense"}}, "server.listen"),
+    ({"server": {"lisen": "x"}}, "server.lisen: unknown key"),
+    ({"cache": {"revalidate_after": "10"}}, "cache.revalidate_after: expected a number"),
+    ({"cache": {"revalidate_after": -1}}, "cache.revalidate_after: must not be negative"),
+    ({"upstream": {"allow_networks": ["10.0.0.0/33"]}}, "upstream.allow_networks"),
+    ({"nosuch": {}}, "nosuch: unknown section"),
+    ({"repos": {"d": {}}}, "repos.d.upstreams: missing"),
+    ({"repos": {"d": {"upstreams": ["ftp://x.example/"]}}}, "repos.d.upstreams"),
+    ({"repos": {"d": {"upstreams": ["http://x.example/"], "key": 1}}}, "repos.d.key: unknown"),
+    ({"repos": {"bad/name": {"upstreams": ["http://x.example/"]}}}, "repos.bad/name"),
+    ({"repos": {"d": {"upstreams": ["http://x.example/"], "keyring": "/nonexistent/k.gpg"}}},
+     "repos.d.keyring"),
+])
+def test_errors_name_the_key(doc: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("/", ".")):
+        from_mapping(doc)
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "c.toml"
+    bad.write_text("[server\nlisten=1")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "missing.toml")
+
+
+def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "c.toml"
+    good.write_text('[repos.debian]\nupstreams = ["http://mirror.example/debian"]\n')
+    assert main(["check-config", "--config", str(good)]) == 0
+    assert "debian: http://mirror.example/debian" in capsys.readouterr().out
+    bad = tmp_path / "b.toml"
+    bad.write_text('[cache]\nnegative_ttl = "x"\n')
+    assert main(["check-config", "--config", str(bad)]) == 2
+    assert "cache.negative_ttl" in capsys.readouterr().err
+
+
+def test_help_explains(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert "Acquire::http::Proxy" in out and "revalidate_after" in out
