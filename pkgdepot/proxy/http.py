@@ -75,9 +75,9 @@ def parse_range(header: str | None, size: int) -> list[tuple[int, int]] | None:
             out.append((max(0, size - n), size - 1))
             continue
         first = int(first_s)
-        last = int(last_s) if last_s else size - 1
-        if last < first:
+        if last_s and int(last_s) < first:
             raise BadRequest(f"malformed Range header: {part.strip()!r}")
+        last = int(last_s) if last_s else size - 1
         if first >= size:
             continue
         out.append((first, min(last, size - 1)))

@@ -1,0 +1,296 @@
+"""The cache over HTTP against a real upstream on 127.0.0.1 that logs every
+request: single flight, verification, failures, freshness, Range, crashes."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import http.client
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.depot import DepotProcess, free_port
+from tests.support.upstream import Upstream
+
+ALLOW_LOOPBACK = '[upstream]\nallow_networks = ["127.0.0.0/8"]\nread_timeout = 3\n'
+DEB = "debian/pool/main/b/big/big_1.0_all.deb"
+SMALL = "debian/pool/main/s/small/small_1.0_all.deb"
+INRELEASE = "debian/dists/stable/InRelease"
+
+
+def _write(root: Path, rel: str, data: bytes) -> bytes:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return data
+
+
+@pytest.fixture
+def www(tmp_path: Path) -> Path:
+    root = tmp_path / "www"
+    _write(root, DEB, os.urandom(3 << 20))
+    _write(root, SMALL, os.urandom(5000))
+    _write(root, INRELEASE, b"Origin: test\nSuite: stable\n")
+    return root
+
+
+@pytest.fixture
+def upstream(www: Path) -> Iterator[Upstream]:
+    with Upstream(www) as up:
+        yield up
+
+
+@pytest.fixture
+def depot(tmp_path: Path) -> Iterator[DepotProcess]:
+    d = DepotProcess(tmp_path / "depot-a", ALLOW_LOOPBACK
+                     + "[cache]\nrevalidate_after = 1\nnegative_ttl = 30\n")
+    with d:
+        yield d
+
+
+def settled(upstream: Upstream, path: str, expected: int) -> int:
+    """The upstream's count of finished requests for `path`, once it reaches
+    `expected` (the log records a request when its response ends) or 5 s pass."""
+    upstream.wait_for(lambda log: sum(1 for r in log if r.path == path) >= expected, 5)
+    time.sleep(0.1)
+    return upstream.count(path)
+
+
+def via(upstream: Upstream, rel: str) -> str:
+    """The /HOST:PORT/path form of an upstream file."""
+    return f"/127.0.0.1:{upstream.port}/{rel}"
+
+
+def test_miss_then_hit_all_forms(depot: DepotProcess, upstream: Upstream, www: Path) -> None:
+    want = (www / SMALL).read_bytes()
+    status, headers, body = depot.get(via(upstream, SMALL))
+    assert (status, body, headers["X-Pkgdepot-Cache"]) == (200, want, "MISS")
+    status, headers, body = depot.get(via(upstream, SMALL))
+    assert (status, body, headers["X-Pkgdepot-Cache"]) == (200, want, "HIT")
+    # forward-proxy form shares the same cache entry
+    conn = http.client.HTTPConnection("127.0.0.1", depot.port, timeout=10)
+    conn.request("GET", f"http://127.0.0.1:{upstream.port}/{SMALL}")
+    r = conn.getresponse()
+    assert (r.status, r.read(), r.getheader("X-Pkgdepot-Cache")) == (200, want, "HIT")
+    conn.close()
+    assert settled(upstream, "/" + SMALL, 1) == 1
+
+
+def test_twenty_concurrent_clients_one_transfer(depot: DepotProcess, upstream: Upstream,
+                                                www: Path) -> None:
+    want = hashlib.sha256((www / DEB).read_bytes()).hexdigest()
+    upstream.throttle_for("/" + DEB, 2.0)  # so that the clients really overlap
+
+    def fetch(_: int) -> tuple[int, str]:
+        status, _h, body = depot.get(via(upstream, DEB), timeout=60)
+        return status, hashlib.sha256(body).hexdigest()
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(fetch, range(20)))
+    assert results == [(200, want)] * 20
+    assert settled(upstream, "/" + DEB, 1) == 1
+    assert upstream.bytes_sent("/" + DEB) == (www / DEB).stat().st_size
+
+
+def test_late_joiner_and_disconnecting_client(depot: DepotProcess, upstream: Upstream,
+                                              www: Path) -> None:
+    """A client that hangs up mid-download cancels nothing; one that joins midway
+    gets the whole file."""
+    data = (www / DEB).read_bytes()
+    upstream.throttle_for("/" + DEB, 2.0)
+    s = socket.create_connection(("127.0.0.1", depot.port))
+    s.sendall(f"GET {via(upstream, DEB)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    s.close()  # goes away mid-stream
+    time.sleep(0.5)
+    status, _h, body = depot.get(via(upstream, DEB), timeout=60)
+    assert status == 200 and body == data
+    assert settled(upstream, "/" + DEB, 1) == 1
+    status, headers, body = depot.get(via(upstream, DEB))
+    assert headers["X-Pkgdepot-Cache"] == "HIT" and body == data
+
+
+def _read_all(port: int, path: str) -> tuple[int, int, bytes, bool]:
+    """(status, content-length, body, complete) reading raw until the peer closes."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path)
+    r = conn.getresponse()
+    try:
+        body = r.read()
+        return r.status, int(r.getheader("Content-Length") or -1), body, True
+    except (http.client.IncompleteRead, ConnectionError) as e:
+        partial = getattr(e, "partial", b"")
+        return r.status, int(r.getheader("Content-Length") or -1), partial, False
+    finally:
+        conn.close()
+
+
+def test_corrupt_body_is_rejected_then_good_one_kept(depot: DepotProcess, upstream: Upstream,
+                                                     www: Path) -> None:
+    """A by-hash file whose body does not match its name: the client's connection is
+    reset before the last byte (never a wrong file served as complete), nothing is
+    stored, and once upstream is fixed the good file is fetched and kept."""
+    data = os.urandom(200_000)
+    digest = hashlib.sha256(data).hexdigest()
+    rel = f"debian/dists/stable/main/binary-amd64/by-hash/SHA256/{digest}"
+    _write(www, rel, data)
+    upstream.corrupt("/" + rel)
+    status, length, body, complete = _read_all(depot.port, via(upstream, rel))
+    assert status == 200 and length == len(data)
+    assert not complete and len(body) < len(data)
+    assert "not kept" in depot.log()
+    upstream.clear_faults()
+    status, length, body, complete = _read_all(depot.port, via(upstream, rel))
+    assert complete and body == data
+    status, headers, body = depot.get(via(upstream, rel))
+    assert headers["X-Pkgdepot-Cache"] == "HIT" and body == data
+    assert settled(upstream, "/" + rel, 2) == 2
+
+
+def test_connection_cut_mid_body(depot: DepotProcess, upstream: Upstream, www: Path) -> None:
+    data = (www / DEB).read_bytes()
+    upstream.cut("/" + DEB, after=100_000, times=1)
+    status, length, body, complete = _read_all(depot.port, via(upstream, DEB))
+    assert status == 200 and not complete and len(body) < length
+    status, _h, body = depot.get(via(upstream, DEB))
+    assert status == 200 and body == data
+    assert settled(upstream, "/" + DEB, 2) == 2
+
+
+def test_ranges(depot: DepotProcess, upstream: Upstream, www: Path) -> None:
+    data = (www / DEB).read_bytes()
+    # a range of a file still downloading, served once the range has arrived
+    upstream.throttle_for("/" + DEB, 3.0)
+    t0 = time.monotonic()
+    status, headers, body = depot.get(via(upstream, DEB), {"Range": "bytes=0-999"})
+    assert status == 206 and body == data[:1000]
+    assert headers["Content-Range"] == f"bytes 0-999/{len(data)}"
+    assert time.monotonic() - t0 < 2.5
+    status, headers, body = depot.get(via(upstream, DEB))  # waits for the rest
+    assert status == 200 and body == data
+    # cached: single, suffix and multi-range
+    status, headers, body = depot.get(via(upstream, DEB), {"Range": "bytes=-10"})
+    assert (status, body) == (206, data[-10:])
+    status, headers, body = depot.get(via(upstream, DEB), {"Range": "bytes=0-4,100-104"})
+    assert status == 206 and headers["Content-Type"].startswith("multipart/byteranges")
+    assert int(headers["Content-Length"]) == len(body)
+    assert data[0:5] in body and data[100:105] in body and body.count(b"Content-Range") == 2
+    status, _h, _b = depot.get(via(upstream, DEB), {"Range": f"bytes={len(data)}-"})
+    assert status == 416
+    status, _h, _b = depot.get(via(upstream, DEB), {"Range": "bytes=5-1"})
+    assert status == 400
+    assert settled(upstream, "/" + DEB, 1) == 1
+
+
+def test_conditional_requests(depot: DepotProcess, upstream: Upstream) -> None:
+    depot.get(via(upstream, SMALL))
+    status, headers, _b = depot.get(via(upstream, SMALL))
+    etag, lm = headers["ETag"], headers["Last-Modified"]
+    assert depot.get(via(upstream, SMALL), {"If-None-Match": etag})[0] == 304
+    assert depot.get(via(upstream, SMALL), {"If-Modified-Since": lm})[0] == 304
+    assert depot.get(via(upstream, SMALL), {"If-None-Match": '"other"'})[0] == 200
+
+
+def test_volatile_revalidation_and_stale(depot: DepotProcess, upstream: Upstream,
+                                         www: Path) -> None:
+    path = via(upstream, INRELEASE)
+    assert depot.get(path)[2] == b"Origin: test\nSuite: stable\n"
+    # inside the coalescing window: no upstream request at all
+    for _ in range(5):
+        assert depot.get(path)[1]["X-Pkgdepot-Cache"] == "HIT"
+    assert settled(upstream, "/" + INRELEASE, 1) == 1
+    time.sleep(1.2)
+    status, headers, _b = depot.get(path)
+    assert headers["X-Pkgdepot-Cache"] == "REVALIDATED"
+    last = upstream.records("/" + INRELEASE)[-1]
+    assert last.status == 304 and (last.header("if-none-match") or last.header(
+        "if-modified-since"))
+    # upstream publishes something new: it is fetched
+    time.sleep(1.2)
+    _write(www, INRELEASE, b"Origin: test\nSuite: stable\nVersion: 2\n")
+    os.utime(www / INRELEASE, (time.time() + 5, time.time() + 5))
+    assert depot.get(path)[2].endswith(b"Version: 2\n")
+    # upstream goes away: the stale copy is served, with a warning
+    upstream.stop()
+    time.sleep(1.2)
+    status, headers, body = depot.get(path)
+    assert status == 200 and body.endswith(b"Version: 2\n")
+    assert headers["X-Pkgdepot-Cache"] == "STALE" and "stale" in headers["Warning"]
+
+
+def test_upstream_errors(depot: DepotProcess, upstream: Upstream) -> None:
+    missing = via(upstream, "debian/pool/main/n/no/no_1_all.deb")
+    assert depot.get(missing)[0] == 404
+    assert depot.get(missing)[0] == 404
+    assert upstream.count("/debian/pool/main/n/no/no_1_all.deb") == 1  # remembered
+    upstream.status("/" + SMALL, 503)
+    status, _h, body = depot.get(via(upstream, SMALL))
+    assert status == 502 and b"503" in body
+    upstream.clear_faults()
+    upstream.stall("/" + DEB, 10)
+    status, _h, body = depot.get(via(upstream, DEB))
+    assert status in (502, 504) and b"127.0.0.1" in body
+    upstream.clear_faults()
+    dead = free_port()
+    status, _h, body = depot.get(f"/127.0.0.1:{dead}/{SMALL}")
+    assert status == 502 and str(dead).encode() in body
+
+
+def test_failover_and_redirects(tmp_path: Path, upstream: Upstream, www: Path) -> None:
+    dead = free_port()
+    cfg = (f'[repos.deb]\nupstreams = ["http://127.0.0.1:{dead}/debian", '
+           f'"{upstream.url}/debian"]\n')
+    with DepotProcess(tmp_path / "d", cfg) as d:
+        status, _h, body = d.get("/deb/pool/main/s/small/small_1.0_all.deb")
+        assert status == 200 and body == (www / SMALL).read_bytes()
+        # a redirecting mirror: followed, cached under the requested URL
+        _write(www, "elsewhere/x_1_all.deb", b"moved")
+        upstream.redirect("/debian/pool/main/x/x/x_1_all.deb",
+                          upstream.url + "/elsewhere/x_1_all.deb")
+        assert d.get("/deb/pool/main/x/x/x_1_all.deb")[2] == b"moved"
+        status, headers, body = d.get("/deb/pool/main/x/x/x_1_all.deb")
+        assert headers["X-Pkgdepot-Cache"] == "HIT" and body == b"moved"
+
+
+def test_sigkill_during_downloads_then_restart(depot: DepotProcess, upstream: Upstream,
+                                               www: Path) -> None:
+    data = (www / DEB).read_bytes()
+    upstream.throttle_for("/" + DEB, 4.0)
+    s = socket.create_connection(("127.0.0.1", depot.port))
+    s.sendall(f"GET {via(upstream, DEB)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    s.recv(65536)
+    time.sleep(1.0)
+    tmp_files = list((depot.data_dir / "tmp").iterdir())
+    assert tmp_files, "a download should be in progress"
+    depot.kill()
+    s.close()
+    upstream.clear_faults()
+    upstream.set_throttle(None)
+    depot.start()
+    assert not list((depot.data_dir / "tmp").iterdir())  # cleaned at start
+    status, headers, body = depot.get(via(upstream, DEB))
+    assert status == 200 and headers["X-Pkgdepot-Cache"] == "MISS" and body == data
+    # every blob in the store is intact
+    for blob in (depot.data_dir / "blobs").rglob("*"):
+        if blob.is_file():
+            assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+
+
+def test_keep_alive_and_pipelining(depot: DepotProcess, upstream: Upstream, www: Path) -> None:
+    want = (www / SMALL).read_bytes()
+    depot.get(via(upstream, SMALL))
+    s = socket.create_connection(("127.0.0.1", depot.port), timeout=10)
+    req = f"GET {via(upstream, SMALL)} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    s.sendall(req * 3)  # pipelined, as apt does
+    buf = b""
+    while buf.count(want) < 3:
+        chunk = s.recv(1 << 16)
+        assert chunk, "connection closed early"
+        buf += chunk
+    assert buf.count(b"HTTP/1.1 200 OK") == 3
+    s.close()
