@@ -38,10 +38,10 @@ class UpstreamPolicy:
 
     def __init__(self, config: Config) -> None:
         self.allow_networks: tuple[Network, ...] = config.allow_networks
-        self.trusted_hosts = {
-            (urlsplit(u).hostname or "").lower()
-            for r in config.repos.values() for u in r.upstreams
-        }
+        # Upstreams of named repositories are trusted by host and port alike:
+        # the operator configured them, even on loopback.
+        self.trusted = {_netloc(u) for r in config.repos.values() for u in r.upstreams}
+        self.trusted_hosts = {h for h, _p in self.trusted}
         self.allow_hosts = tuple(h.lower() for h in config.allow_hosts)
 
     def host_allowed(self, host: str) -> bool:
@@ -56,8 +56,8 @@ class UpstreamPolicy:
                 return True
         return False
 
-    def address_allowed(self, host: str, addr: str) -> bool:
-        if host.lower() in self.trusted_hosts:
+    def address_allowed(self, host: str, addr: str, port: int | None = None) -> bool:
+        if (host.lower(), port) in self.trusted:
             return True
         ip = ipaddress.ip_address(addr.split("%", 1)[0])
         if any(ip in n for n in self.allow_networks):
@@ -76,10 +76,16 @@ class UpstreamPolicy:
             ipaddress.ip_address(host)
         except ValueError:
             return  # a name: checked by the resolver once resolved
-        if not self.address_allowed(host, host):
+        if not self.address_allowed(host, host, _netloc(url)[1]):
             raise Forbidden(
                 f"refusing to connect to {host}: a loopback, link-local or private address",
                 hint="list its network in upstream.allow_networks if this is intended")
+
+
+def _netloc(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return ((parts.hostname or "").lower(),
+            parts.port or (443 if parts.scheme == "https" else 80))
 
 
 class PolicyResolver(AbstractResolver):
@@ -93,7 +99,8 @@ class PolicyResolver(AbstractResolver):
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
-        allowed = [r for r in results if self._policy.address_allowed(host, r["host"])]
+        allowed = [r for r in results
+                   if self._policy.address_allowed(host, r["host"], port)]
         if not allowed:
             raise Forbidden(
                 f"refusing to connect to {host}: it resolves to a loopback, link-local "

@@ -178,6 +178,10 @@ class Router:
                      repo, backend, info)
 
     def _host(self, scheme: str, authority: str, path: str, query: str) -> Route:
+        full = f"{scheme}://{authority.lower()}/{path}"
+        for base, repo in self._bases:
+            if full.startswith(base):  # a named repository's upstream: share its cache
+                return self._named(repo, full[len(base):], query)
         backend, info = self._classify(path, query)
         suffix = quote(path, safe=SAFE) + (f"?{query}" if query else "")
         key = f"{scheme}/{authority.lower()}/{path}" + (f"?{query}" if query else "")

@@ -36,7 +36,7 @@ async def handle_connect(request: web.BaseRequest, config: Config,
     except OSError as e:
         raise UpstreamError(f"cannot resolve {host}: {e}") from e
     addrs = [str(i[4][0]) for i in infos]
-    allowed = [a for a in addrs if policy.address_allowed(host, a)]
+    allowed = [a for a in addrs if policy.address_allowed(host, a, int(port_s))]
     if not allowed:
         raise Forbidden(f"CONNECT to {host} refused: it resolves to an internal address",
                         hint="list its network in upstream.allow_networks if intended")

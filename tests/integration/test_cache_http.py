@@ -189,7 +189,7 @@ def test_ranges(depot: DepotProcess, upstream: Upstream, www: Path) -> None:
 
 def test_conditional_requests(depot: DepotProcess, upstream: Upstream) -> None:
     depot.get(via(upstream, SMALL))
-    status, headers, _b = depot.get(via(upstream, SMALL))
+    _status, headers, _b = depot.get(via(upstream, SMALL))
     etag, lm = headers["ETag"], headers["Last-Modified"]
     assert depot.get(via(upstream, SMALL), {"If-None-Match": etag})[0] == 304
     assert depot.get(via(upstream, SMALL), {"If-Modified-Since": lm})[0] == 304

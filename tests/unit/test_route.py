@@ -120,3 +120,8 @@ def test_metalink_query_is_kept(router: Router) -> None:
     assert r is not None
     assert r.urls == ("http://mirror.example/metalink?repo=fedora-40&arch=x86_64",)
     assert r.key.endswith("?repo=fedora-40&arch=x86_64")
+
+
+def test_host_form_of_a_named_upstream_shares_its_cache(router: Router) -> None:
+    r = router.route("/mirror.example/debian/dists/bookworm/InRelease")
+    assert r is not None and r.key == "repo/debian/dists/bookworm/InRelease"
