@@ -9,6 +9,7 @@ Named repositories live under `[repos.NAME]` and are validated separately.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -287,8 +288,8 @@ def keys_help() -> str:
         if s.section != section:
             section = s.section
             lines.append(f"[{section}]")
-        default = s.default if s.default != "" else "(see help)"
-        lines.append(f"  {s.key} = {default!r}\n      {s.help}")
+        default = json.dumps(s.default) if s.default != "" else "(see below)"
+        lines.append(f"  {s.key} = {default}\n      {s.help}")
     lines.append("[repos.NAME]")
     for k, h in REPO_KEYS.items():
         lines.append(f"  {k}\n      {h}")
