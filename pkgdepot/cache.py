@@ -465,6 +465,16 @@ class Cache:
             return
         n = await self.store.add_vouches(vouches)
         log.debug("%s vouches for %d files", key, n)
+        # A cached file that the new index contradicts is dropped, so that the
+        # next request fetches the version the index vouches for (instead of
+        # serving a Packages file older than its InRelease: "Hash Sum mismatch").
+        stale = [v.key for v in vouches if v.digest.algo == "sha256"
+                 and (ent := self.store.lookup(v.key)) is not None
+                 and ent.sha256 != v.digest.hexdigest]
+        for k in stale:
+            await self.store.forget(k)
+        if stale:
+            log.info("%s: %d cached files no longer match it and were dropped", key, len(stale))
 
 
 def digest_of(path: Path, algo: str = "sha256") -> Digest:

@@ -46,6 +46,7 @@ from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore
 
 log = logging.getLogger(__name__)
+SERVER = f"pkgdepot/{__version__}"
 SMALL_BLOB = 128 << 10
 SMALL_CACHE_BYTES = 64 << 20
 
@@ -156,7 +157,8 @@ class Depot:
                             hint="add the network to server.allow_clients")
 
     def _error(self, e: PkgdepotError) -> web.Response:
-        headers = {"Cache-Control": "no-store", "X-Pkgdepot-Error": type(e).__name__}
+        headers = {"Cache-Control": "no-store", "X-Pkgdepot-Error": type(e).__name__,
+                   "Server": SERVER}
         if isinstance(e, MethodNotAllowed):
             headers["Allow"] = "GET, HEAD"
         body = f"{e.status} {e.message}\n" + (f"hint: {e.hint}\n" if e.hint else "")
@@ -179,14 +181,14 @@ class Depot:
             f"{len(self.cache.flights)} downloads in flight.</p>"
             "<h2>Named repositories</h2><table><tr><th>name</th><th>upstreams</th>"
             f"<th>keyring</th></tr>{rows}</table></body></html>")
-        return web.Response(text=body, content_type="text/html")
+        return web.Response(text=body, content_type="text/html", headers={"Server": SERVER})
 
     # -- serving -------------------------------------------------------------
 
     def _headers(self, route: Route, etag: str | None, last_modified: str | None,
                  state: str) -> dict[str, str]:
         h = {"Content-Type": content_type(route.path), "Accept-Ranges": "bytes",
-             "X-Pkgdepot-Cache": state}
+             "X-Pkgdepot-Cache": state, "Server": SERVER}
         if etag:
             h["ETag"] = etag
         if last_modified:
