@@ -26,6 +26,7 @@ IPV6_RE = re.compile(r"^\[[0-9A-Fa-f:.]+\]$")
 QUERY_OK_RE = re.compile(r"(^|/)(metalink|mirrorlist)$")
 #: Characters kept literally when a decoded path is sent upstream.
 SAFE = "/:@!$&'()*+,;=-._~"
+MEMO_SIZE = 1 << 16
 RESERVED_FIRST_SEGMENTS = {"snapshot", "metrics", "_pkgdepot"}
 
 
@@ -67,14 +68,18 @@ class Route:
 UNKNOWN = PathInfo("unknown", Kind.VOLATILE, Role.OTHER_VOLATILE)
 
 
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\\]")
+BAD_ESCAPE_RE = re.compile(r"%(00|2f|5c|0d|0a|09|7f)", re.IGNORECASE)
+
+
 def check_raw_path(raw: str) -> None:
     """Refuse hostile paths before decoding anything."""
-    if any(c in raw for c in ("\x00", "\\", "\r", "\n", "\t")) or any(ord(c) < 32 for c in raw):
+    if CONTROL_RE.search(raw):
         raise BadRequest("control characters or backslashes in the path")
-    low = raw.lower()
-    for bad in ("%00", "%2f", "%5c", "%0d", "%0a", "%09"):
-        if bad in low:
-            raise BadRequest(f"encoded {bad.upper()} in the path is not allowed")
+    if "%" in raw:
+        m = BAD_ESCAPE_RE.search(raw)
+        if m:
+            raise BadRequest(f"encoded %{m.group(1).upper()} in the path is not allowed")
 
 
 def decode_path(raw_path: str) -> str:
@@ -86,14 +91,14 @@ def decode_path(raw_path: str) -> str:
         path = unquote(raw_path[1:], errors="strict")
     except UnicodeDecodeError as e:
         raise BadRequest("the path is not valid UTF-8 once decoded") from e
-    if any(ord(c) < 32 or c == "\\" for c in path):
+    if CONTROL_RE.search(path):
         raise BadRequest("control characters or backslashes in the path")
     if path == "":
         return path
-    segments = path.split("/")
-    for seg in segments[:-1] if path.endswith("/") else segments:
-        if seg in ("", ".", ".."):
-            raise BadRequest("empty, '.' or '..' path segments are not allowed")
+    body = path[:-1] if path.endswith("/") else path
+    if "//" in body or body.startswith("/") or body.endswith("/") or (
+            "." in body and any(seg in (".", "..") for seg in body.split("/"))):
+        raise BadRequest("empty, '.' or '..' path segments are not allowed")
     return path
 
 
@@ -104,9 +109,23 @@ class Router:
         self._bases: list[tuple[str, RepoConfig]] = sorted(
             ((u + "/", r) for r in config.repos.values() for u in r.upstreams),
             key=lambda t: -len(t[0]))
+        self._memo: dict[str, Route] = {}
 
     def route(self, target: str) -> Route | None:
-        """Route a request target. None means: the depot's own pages ('/')."""
+        """Route a request target. None means: the depot's own pages ('/').
+        Routes are pure functions of the target and the (frozen) config, so
+        they are memoized."""
+        route = self._memo.get(target)
+        if route is not None:
+            return route
+        route = self._route(target)
+        if route is not None:
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[target] = route
+        return route
+
+    def _route(self, target: str) -> Route | None:
         if len(target) > 4096:
             raise BadRequest("request target too long")
         check_raw_path(target)

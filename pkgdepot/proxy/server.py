@@ -99,6 +99,7 @@ class Depot:
         self.small = SmallBlobs()
         self.started = time.time()
         self.cache: Cache | None = None
+        self._allowed_clients: set[str] = set()
 
     async def start(self) -> None:
         await asyncio.to_thread(self.store.open)
@@ -120,7 +121,6 @@ class Depot:
     # -- request handling --------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        rid = uuid.uuid4().hex[:8]
         try:
             self._check_client(request)
             if request.method == "CONNECT":
@@ -138,14 +138,20 @@ class Depot:
             return await self._serve_stream(request, route, result)
         except PkgdepotError as e:
             if not isinstance(e, BadRequest | Forbidden | MethodNotAllowed) and e.status >= 500:
-                log.warning("[%s] %s %s -> %d %s", rid, request.method, request.raw_path,
+                log.warning("%s %s -> %d %s", request.method, request.raw_path,
                             e.status, e.message)
             return self._error(e)
 
     def _check_client(self, request: web.BaseRequest) -> None:
         remote = request.remote
-        if not remote or not self.config.allow_clients:
+        if not remote or not self.config.allow_clients or remote in self._allowed_clients:
             return
+        self._check_address(remote)
+        if len(self._allowed_clients) > 4096:
+            self._allowed_clients.clear()
+        self._allowed_clients.add(remote)
+
+    def _check_address(self, remote: str) -> None:
         try:
             ip = ipaddress.ip_address(remote.split("%", 1)[0])
         except ValueError:
@@ -205,7 +211,10 @@ class Depot:
         inm = request.headers.get("If-None-Match")
         if inm is not None:
             return etag_matches(inm, etag)
-        ims = parse_http_date(request.headers.get("If-Modified-Since"))
+        ims_header = request.headers.get("If-Modified-Since")
+        if ims_header is None:
+            return False
+        ims = parse_http_date(ims_header)
         lm = parse_http_date(last_modified)
         return ims is not None and lm is not None and lm <= ims
 
