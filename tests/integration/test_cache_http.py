@@ -294,3 +294,14 @@ def test_keep_alive_and_pipelining(depot: DepotProcess, upstream: Upstream, www:
         buf += chunk
     assert buf.count(b"HTTP/1.1 200 OK") == 3
     s.close()
+
+
+def test_burst_of_clients_shares_one_revalidation(depot: DepotProcess, upstream: Upstream) -> None:
+    path = via(upstream, INRELEASE)
+    depot.get(path)
+    upstream.stall("/" + INRELEASE, 0.5)  # keep the check in flight while the burst arrives
+    time.sleep(1.2)
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda _: depot.get(path), range(20)))
+    assert all(r[0] == 200 and r[2] == b"Origin: test\nSuite: stable\n" for r in results)
+    assert settled(upstream, "/" + INRELEASE, 2) == 2  # the first fetch and one check
