@@ -40,6 +40,7 @@ from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore
 
 log = logging.getLogger(__name__)
+FAILED_RESUME_WINDOW = 3600.0
 SIGNED_ROLES = (Role.RELEASE_INLINE, Role.RELEASE, Role.REPOMD)
 PARSED_ROLES = (Role.RELEASE_INLINE, Role.RELEASE, Role.INDEX, Role.REPOMD,
                 Role.CHECKSUM_NAMED, Role.BY_HASH)
@@ -176,6 +177,9 @@ class Cache:
         self.clock = clock
         self.flights: dict[str, Flight] = {}
         self.negative: dict[str, float] = {}
+        #: keys whose last download failed verification after clients had most of
+        #: it: their partial copies hold bad bytes, so resumptions get the whole file.
+        self.failed_recently: dict[str, float] = {}
         self.stats = Stats()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -229,6 +233,10 @@ class Cache:
         except BaseException as e:
             if isinstance(e, VerificationError):
                 self.stats.verify_failures += 1
+            if flight.head.done() and isinstance(e, PkgdepotError):
+                self.failed_recently[route.key] = self.clock() + FAILED_RESUME_WINDOW
+                if len(self.failed_recently) > 10000:
+                    self.failed_recently.clear()
             if isinstance(e, PkgdepotError) and not isinstance(e, NotFound):
                 self.stats.error(f"{route.key}: {e.message}")
             if not flight.head.done():
@@ -250,12 +258,20 @@ class Cache:
                 flight.temp.unlink(missing_ok=True)
             flight._maybe_close()
 
+    def resume_is_safe(self, key: str) -> bool:
+        """False when a client's partial copy of `key` may hold bytes of a download
+        that then failed: a Range resumption must get the whole file instead."""
+        until = self.failed_recently.get(key)
+        return until is None or until < self.clock()
+
     # -- fetching ----------------------------------------------------------
 
     async def _expected(self, route: Route) -> Vouch | None:
-        if route.info.digest is not None:
-            return Vouch(route.key, None, route.info.digest)
-        return await self.store.vouch_for(route.key)
+        vouch = await self.store.vouch_for(route.key)
+        if route.info.digest is not None:  # the name says the hash; an index may say the size
+            size = vouch.size if vouch is not None and vouch.digest == route.info.digest else None
+            return Vouch(route.key, size, route.info.digest)
+        return vouch
 
     def _keyring(self, route: Route) -> Path | None:
         if route.repo is None:
@@ -441,9 +457,9 @@ class Cache:
         if backend is None or route.info.role not in PARSED_ROLES:
             return
         key, info = route.key, route.info
-        if info.role is Role.BY_HASH and info.digest is not None:
-            prefix = key[: key.rfind("by-hash/")]
-            canonical = await self.store.find_by_digest(prefix, info.digest)
+        if info.role is Role.BY_HASH:
+            alias = await self.store.vouch_for(key)
+            canonical = alias.canonical if alias is not None else None
             if canonical is None:
                 return
             canon_info = backend.classify(canonical.split("/", 2)[-1]) or info

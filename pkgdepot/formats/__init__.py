@@ -68,6 +68,8 @@ class Vouch:
     key: str
     size: int | None
     digest: Digest
+    #: For an alias (an apt by-hash path), the key of the file it is a copy of.
+    canonical: str | None = None
 
 
 class Backend(Protocol):

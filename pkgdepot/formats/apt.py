@@ -19,6 +19,7 @@ from debian import deb822
 
 from pkgdepot.errors import FormatError
 from pkgdepot.formats import (
+    HEX_RE,
     Digest,
     Kind,
     PathInfo,
@@ -112,10 +113,13 @@ def parse_release(text: str) -> deb822.Release:
         raise FormatError(f"unparsable Release file: {e}") from e
 
 
-def release_entries(rel: deb822.Release) -> dict[str, tuple[int, Digest]]:
-    """name -> (size, strongest digest) from a Release's checksum fields."""
-    out: dict[str, tuple[int, Digest]] = {}
-    for fld, algo in reversed(ALGO_FIELDS):  # strongest last, so it wins
+BY_HASH_DIR = {"md5": "MD5Sum", "sha1": "SHA1", "sha256": "SHA256", "sha512": "SHA512"}
+
+
+def release_entries(rel: deb822.Release) -> dict[str, tuple[int, list[Digest]]]:
+    """name -> (size, digests, strongest first) from a Release's checksum fields."""
+    out: dict[str, tuple[int, list[Digest]]] = {}
+    for fld, algo in ALGO_FIELDS:  # strongest first
         for item in rel.get(fld, []) or []:
             try:
                 name = item["name"]
@@ -123,18 +127,27 @@ def release_entries(rel: deb822.Release) -> dict[str, tuple[int, Digest]]:
                 hexd = item[fld.lower() if fld != "MD5Sum" else "md5sum"].lower()
             except (KeyError, ValueError, TypeError):
                 continue
-            if ".." in name.split("/") or name.startswith("/"):
+            if ".." in name.split("/") or name.startswith("/") or not HEX_RE.match(hexd):
                 continue
-            out[name] = (size, Digest(algo, hexd))
+            entry = out.setdefault(name, (size, []))
+            if all(d.algo != algo for d in entry[1]):
+                entry[1].append(Digest(algo, hexd))
     return out
 
 
 def release_vouches(key: str, content: Path) -> Iterator[Vouch]:
+    """The files a Release lists, with their strongest hash; and, for each hash,
+    the by-hash copy apt may ask for instead (an alias of the named file)."""
     text = content.read_bytes().decode("utf-8", "replace")
     rel = parse_release(text)
     base = key.rsplit("/", 1)[0] + "/"
-    for name, (size, digest) in release_entries(rel).items():
-        yield Vouch(base + name, size, digest)
+    for name, (size, digests) in release_entries(rel).items():
+        canonical = base + name
+        yield Vouch(canonical, size, digests[0])
+        directory = canonical.rsplit("/", 1)[0]
+        for d in digests:
+            yield Vouch(f"{directory}/by-hash/{BY_HASH_DIR[d.algo]}/{d.hexdigest}", size, d,
+                        canonical)
 
 
 def _decompressed(content: Path, name: str) -> Path:

@@ -218,7 +218,7 @@ class Depot:
         lm = parse_http_date(last_modified)
         return ims is not None and lm is not None and lm <= ims
 
-    def _ranges(self, request: web.BaseRequest, size: int, etag: str,
+    def _ranges(self, request: web.BaseRequest, route: Route, size: int, etag: str,
                 last_modified: str) -> list[tuple[int, int]] | None:
         header = request.headers.get("Range")
         if header is None:
@@ -226,6 +226,9 @@ class Depot:
         if_range = request.headers.get("If-Range")
         if if_range is not None and if_range != etag and if_range != last_modified:
             return None
+        if if_range is not None and self.cache is not None and not self.cache.resume_is_safe(
+                route.key):
+            return None  # resuming a download that failed verification: send it all
         return parse_range(header, size)
 
     async def _serve_entry(self, request: web.BaseRequest, route: Route,
@@ -238,7 +241,7 @@ class Depot:
             headers["Warning"] = hit.warning
         if self._not_modified(request, etag, last_modified):
             return web.Response(status=304, headers=headers)
-        ranges = self._ranges(request, entry.size, etag, last_modified)
+        ranges = self._ranges(request, route, entry.size, etag, last_modified)
         head_only = request.method == "HEAD"
         if ranges is None and entry.size <= SMALL_BLOB:
             data = self.small.get(entry.sha256)
@@ -308,7 +311,7 @@ class Depot:
         headers = self._headers(route, None, head.last_modified, "MISS")
         size = head.size
         try:
-            ranges = self._ranges(request, size, etag or "", head.last_modified or "")
+            ranges = self._ranges(request, route, size, etag or "", head.last_modified or "")
         except PkgdepotError:
             raise
         if ranges is not None and len(ranges) > 1:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from pkgdepot.formats import Digest, Vouch
+from pkgdepot.formats import Vouch
 
 
 @dataclass(slots=True)
@@ -56,8 +56,5 @@ class Store(Protocol):
     async def add_vouches(self, vouches: Iterable[Vouch]) -> int: ...
 
     async def vouch_for(self, key: str) -> Vouch | None: ...
-
-    async def find_by_digest(self, prefix: str, digest: Digest) -> str | None:
-        """A vouched key under `prefix` whose digest is `digest` (by-hash lookups)."""
 
     async def close(self) -> None: ...

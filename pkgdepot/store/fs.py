@@ -46,9 +46,9 @@ CREATE TABLE IF NOT EXISTS vouches (
     key TEXT PRIMARY KEY,
     size INTEGER,
     algo TEXT NOT NULL,
-    digest TEXT NOT NULL
+    digest TEXT NOT NULL,
+    canonical TEXT
 );
-CREATE INDEX IF NOT EXISTS vouches_digest ON vouches(digest);
 """
 
 
@@ -195,32 +195,23 @@ class FsStore:
 
     async def add_vouches(self, vouches: Iterable[Vouch]) -> int:
         def run() -> int:
-            rows = [(v.key, v.size, v.digest.algo, v.digest.hexdigest) for v in vouches]
+            rows = [(v.key, v.size, v.digest.algo, v.digest.hexdigest, v.canonical)
+                    for v in vouches]
             with self.db:
                 self.db.execute("BEGIN")
-                self.db.executemany("INSERT OR REPLACE INTO vouches VALUES (?,?,?,?)", rows)
+                self.db.executemany("INSERT OR REPLACE INTO vouches VALUES (?,?,?,?,?)", rows)
             return len(rows)
         n: int = await self._call(run)
         return n
 
     async def vouch_for(self, key: str) -> Vouch | None:
         def run() -> Vouch | None:
-            row = self.db.execute("SELECT size, algo, digest FROM vouches WHERE key=?",
-                                  (key,)).fetchone()
-            return None if row is None else Vouch(key, row[0], Digest(row[1], row[2]))
+            row = self.db.execute(
+                "SELECT size, algo, digest, canonical FROM vouches WHERE key=?",
+                (key,)).fetchone()
+            return None if row is None else Vouch(key, row[0], Digest(row[1], row[2]), row[3])
         v: Vouch | None = await self._call(run)
         return v
-
-    async def find_by_digest(self, prefix: str, digest: Digest) -> str | None:
-        def run() -> str | None:
-            for (key,) in self.db.execute(
-                    "SELECT key FROM vouches WHERE digest=? AND algo=?",
-                    (digest.hexdigest, digest.algo)):
-                if key.startswith(prefix) and "/by-hash/" not in key:
-                    return str(key)
-            return None
-        k: str | None = await self._call(run)
-        return k
 
 
 def now() -> float:
