@@ -51,16 +51,9 @@ async def handle_connect(request: web.BaseRequest, config: Config,
         writer.close()
         raise UpstreamError("client went away")
     transport.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-
-    async def client_to_upstream() -> None:
-        while True:
-            data = await request.content.readany()
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-        with contextlib.suppress(OSError):
-            writer.write_eof()
+    closed = asyncio.Event()
+    feeder = _Feeder(writer, transport, closed)
+    request.protocol.set_parser(feeder)  # type: ignore[arg-type]
 
     async def upstream_to_client() -> None:
         while True:
@@ -69,11 +62,38 @@ async def handle_connect(request: web.BaseRequest, config: Config,
                 break
             transport.write(data)
 
+    down = asyncio.create_task(upstream_to_client())
     try:
-        await asyncio.gather(client_to_upstream(), upstream_to_client())
-    except (OSError, ConnectionError) as e:
+        await asyncio.wait([down, asyncio.create_task(closed.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not down.done():  # the client finished sending: let the answer drain
+            await asyncio.wait_for(down, config.read_timeout)
+    except (OSError, TimeoutError) as e:
         log.debug("tunnel to %s ended: %s", target, e)
     finally:
+        down.cancel()
         writer.close()
         transport.close()
     raise asyncio.CancelledError  # the connection is finished; nothing more to send
+
+
+class _Feeder:
+    """Takes the client's bytes from aiohttp's protocol (as its payload parser)
+    and writes them to the upstream connection."""
+
+    def __init__(self, writer: asyncio.StreamWriter, client: asyncio.BaseTransport,
+                 closed: asyncio.Event) -> None:
+        self._writer = writer
+        self._client = client
+        self._closed = closed
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if not self._writer.is_closing():
+            self._writer.write(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            if self._writer.can_write_eof():
+                self._writer.write_eof()
+        self._closed.set()

@@ -305,3 +305,19 @@ def test_burst_of_clients_shares_one_revalidation(depot: DepotProcess, upstream:
         results = list(pool.map(lambda _: depot.get(path), range(20)))
     assert all(r[0] == 200 and r[2] == b"Origin: test\nSuite: stable\n" for r in results)
     assert settled(upstream, "/" + INRELEASE, 2) == 2  # the first fetch and one check
+
+
+def test_allowed_connect_tunnels_and_caches_nothing(tmp_path: Path, upstream: Upstream,
+                                                   www: Path) -> None:
+    cfg = ALLOW_LOOPBACK + f'allow_connect = ["127.0.0.1:{upstream.port}"]\n'
+    with DepotProcess(tmp_path / "d", cfg) as d:
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        s.sendall(f"CONNECT 127.0.0.1:{upstream.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert s.recv(4096) == b"HTTP/1.1 200 Connection established\r\n\r\n"
+        s.sendall(f"GET /{SMALL} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        buf = b""
+        while chunk := s.recv(65536):
+            buf += chunk
+        s.close()
+        assert buf.startswith(b"HTTP/1.") and buf.endswith((www / SMALL).read_bytes())
+        assert not [p for p in (d.data_dir / "blobs").rglob("*") if p.is_file()]
