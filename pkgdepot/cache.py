@@ -36,6 +36,7 @@ from pkgdepot.errors import (
 from pkgdepot.fetch import Fetcher, Upstream
 from pkgdepot.formats import Digest, Kind, PathInfo, Role, Vouch
 from pkgdepot.proxy.route import Route
+from pkgdepot.snapshots import FileRef, Snapshots
 from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore
 
@@ -169,8 +170,12 @@ class Hasher:
 class Cache:
     def __init__(self, config: Config, store: FsStore, fetcher: Fetcher,
                  keyrings: dict[str, Path] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 snapshots: Snapshots | None = None,
+                 mirrors: frozenset[str] = frozenset()) -> None:
         self.config = config
+        self.snapshots = snapshots
+        self.mirrors = mirrors
         self.store = store
         self.fetcher = fetcher
         self.keyrings = keyrings or {}
@@ -366,9 +371,10 @@ class Cache:
                     f"{up.url}: {expected.digest.algo} is {got}, the index says "
                     f"{expected.digest.hexdigest}: not kept")
         plain: Path | None = None
+        sig: tuple[str, FileRef] | None = None
         try:
             if keyring is not None:
-                plain = await self._verify_signature(route, up.url, temp, keyring)
+                plain, sig = await self._verify_signature(route, up.url, temp, keyring)
             entry = Entry(route.key, sha256, flight.written, self.clock(), self.clock(),
                           etag, last_modified)
             changed = old is None or old.sha256 != sha256
@@ -376,6 +382,7 @@ class Cache:
             flight.temp = None
             if changed:
                 await self._record_vouches(route, entry, plain)
+                await self._record_snapshot(route, entry, expected, sig)
         finally:
             if plain is not None:
                 plain.unlink(missing_ok=True)
@@ -422,14 +429,15 @@ class Cache:
         finally:
             await asyncio.to_thread(os.close, fd)
 
-    async def _verify_signature(self, route: Route, url: str, temp: Path,
-                                keyring: Path) -> Path | None:
+    async def _verify_signature(self, route: Route, url: str, temp: Path, keyring: Path
+                                ) -> tuple[Path | None, tuple[str, FileRef] | None]:
         """Check signed metadata against the repository's keyring. For InRelease,
-        return the signed text (to parse instead of the raw file)."""
+        return the signed text (to parse instead of the raw file); for a detached
+        signature, the signature's path and blob (kept with the file)."""
         if route.info.role is Role.RELEASE_INLINE:
             out = temp.with_name(temp.name + ".signed")
             await asyncio.to_thread(openpgp.verify_inline, keyring, temp, out)
-            return out
+            return out, None
         sig_url = url + (".gpg" if route.info.role is Role.RELEASE else ".asc")
         sig_path = route.path + (".gpg" if route.info.role is Role.RELEASE else ".asc")
         sig = await self.fetcher.get(sig_url)
@@ -450,7 +458,37 @@ class Cache:
             await self.store.commit(sig_temp, Entry(sig_key, sha, len(body), now, now))
         finally:
             sig_temp.unlink(missing_ok=True)
-        return None
+        return None, (sig_path, (sha, len(body)))
+
+    async def _record_snapshot(self, route: Route, entry: Entry, expected: Vouch | None,
+                               sig: tuple[str, FileRef] | None) -> None:
+        """Cache-only named repositories: each change of volatile metadata that the
+        cache sees is a snapshot. A new release file (InRelease, Release,
+        repomd.xml) starts one; a file that the latest release vouches for only
+        completes it; any other change starts one too."""
+        if self.snapshots is None or route.repo is None or route.repo.name in self.mirrors:
+            return
+        repo, ref = route.repo.name, (entry.sha256, entry.size)
+        role = route.info.role
+        if role is Role.BY_HASH:
+            alias = await self.store.vouch_for(route.key)
+            if alias is None or alias.canonical is None:
+                return
+            await self.snapshots.complete_latest(repo, alias.canonical.split("/", 2)[2], ref)
+            return
+        if route.kind is not Kind.VOLATILE:
+            return
+        if role in SIGNED_ROLES:
+            changes = {route.path: ref}
+            if sig is not None:
+                changes[sig[0]] = sig[1]
+            snap = await self.snapshots.record(repo, changes, "cache")
+            if snap is not None:
+                log.info("snapshot %s/%s: new %s", repo, snap.stamp, route.path)
+        elif expected is not None or role in (Role.RELEASE_SIG, Role.REPOMD_SIG):
+            await self.snapshots.complete_latest(repo, route.path, ref)
+        else:
+            await self.snapshots.record(repo, {route.path: ref}, "cache")
 
     async def _record_vouches(self, route: Route, entry: Entry, plain: Path | None) -> None:
         backend = route.backend

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pkgdepot import __version__
 from pkgdepot.config import Config, keys_help, load, parse_listen
 from pkgdepot.errors import ConfigError, PkgdepotError
+
+if TYPE_CHECKING:
+    from pkgdepot.snapshots import Snapshots
+    from pkgdepot.store.fs import FsStore
 
 log = logging.getLogger("pkgdepot")
 
@@ -74,6 +82,102 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_store(args: argparse.Namespace, fn: Callable[[FsStore, Snapshots, Config],
+                                                       Awaitable[int]]) -> int:
+    """Open the data directory beside a possibly running server (no recovery
+    steps) and run one async command against it."""
+    from pkgdepot.snapshots import Snapshots
+    from pkgdepot.store.fs import FsStore
+
+    config = _config(args)
+    if not (config.data_dir / "catalog.sqlite").exists():
+        raise PkgdepotError(f"no depot data in {config.data_dir}",
+                            hint="pass --data-dir DIR (or --config FILE) of the depot")
+
+    async def run() -> int:
+        store = FsStore(config.data_dir).open(recover=False)
+        try:
+            return await fn(store, await Snapshots(store).open(), config)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _repo_arg(config: Config, name: str) -> str:
+    if name not in config.repos:
+        known = ", ".join(sorted(config.repos)) or "none"
+        raise ConfigError(f"no repository named {name!r} in the configuration (known: {known})",
+                          hint="snapshots belong to named repositories: [repos.NAME]")
+    return name
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    action = args.action
+
+    async def run(store: FsStore, snaps: Snapshots, config: Config) -> int:
+        if action == "list":
+            repos = [_repo_arg(config, args.repo)] if args.repo else await snaps.repos()
+            out = {r: [s.as_dict() for s in await snaps.history(r)] for r in repos}
+            if args.json:
+                print(json.dumps(out, indent=1))
+            else:
+                for r, items in out.items():
+                    print(f"{r}: {len(items)} snapshot(s)")
+                    for item in items:
+                        tags = " ".join(map(str, item["tags"]))  # type: ignore[call-overload]
+                        print(f"  {item['timestamp']}  {item['kind']:<6} {tags}".rstrip())
+            return 0
+        repo = _repo_arg(config, args.repo)
+        if action == "show":
+            snap = await snaps.resolve(repo, args.when)
+            manifest = await snaps.manifest(repo, snap.id)
+            if args.json:
+                print(json.dumps({"snapshot": snap.as_dict(), "files": {
+                    p: {"sha256": h, "size": n} for p, (h, n) in sorted(manifest.items())}},
+                    indent=1))
+            else:
+                print(f"{repo} {snap.stamp} ({snap.kind}) {' '.join(snap.tags)}".rstrip())
+                for p, (h, n) in sorted(manifest.items()):
+                    print(f"  {p}  {n} bytes  sha256:{h}")
+            return 0
+        if action == "tag":
+            snap = await snaps.tag(repo, args.tag, args.when)
+            print(f"tagged {repo} {snap.stamp} as {args.tag}")
+            return 0
+        if action == "untag":
+            await snaps.untag(repo, args.tag)
+            print(f"removed tag {args.tag} of {repo}")
+            return 0
+        if action == "diff":
+            from pkgdepot.diff import diff
+
+            d = await diff(store, snaps, repo, args.a, args.b)
+            print(json.dumps(d.as_dict(), indent=1) if args.json else d.text())
+            return 0
+        raise AssertionError(action)
+
+    return _with_store(args, run)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    async def run(store: FsStore, snaps: Snapshots, config: Config) -> int:
+        repos = [_repo_arg(config, args.repo)] if args.repo else await snaps.repos()
+        cutoff = time.time() - args.older_than * 86400
+        total = 0
+        for r in repos:
+            removed = await snaps.prune(r, cutoff, args.keep_last)
+            total += len(removed)
+            for s in removed:
+                print(f"removed snapshot {r} {s.stamp}")
+        files, size = await store.collect_garbage(grace=args.grace)
+        print(f"{total} snapshot(s) removed; {files} unreferenced blob(s) deleted "
+              f"({size / 1e6:.1f} MB)")
+        return 0
+
+    return _with_store(args, run)
+
+
 def _keys(_args: argparse.Namespace) -> int:
     print(keys_help())
     return 0
@@ -105,6 +209,48 @@ def build_parser() -> argparse.ArgumentParser:
                        help="validate a configuration file and print what it sets up",
                        description="Validate the configuration; exit 2 with the key at fault.")
     c.set_defaults(func=_check_config)
+
+    snap = sub.add_parser(
+        "snapshot", help="list, show, tag, untag and diff the states of a repository",
+        description="Every change of a named repository's metadata is a snapshot, reachable "
+                    "as http://DEPOT/snapshot/NAME/WHEN/... where WHEN is YYYYMMDDTHHMMSSZ "
+                    "(the newest state not later than that), a tag, or 'latest'.")
+    ssub = snap.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sl = ssub.add_parser("list", parents=[common], help="snapshots, newest first, with tags")
+    sl.add_argument("repo", nargs="?", help="repository name (default: all)")
+    sl.add_argument("--json", action="store_true", help="machine-readable output")
+    ss = ssub.add_parser("show", parents=[common], help="the files of one snapshot")
+    ss.add_argument("repo")
+    ss.add_argument("when", help="YYYYMMDDTHHMMSSZ, a tag, or latest")
+    ss.add_argument("--json", action="store_true", help="machine-readable output")
+    st = ssub.add_parser("tag", parents=[common], help="name a snapshot (e.g. prod-q1)")
+    st.add_argument("repo")
+    st.add_argument("when", help="YYYYMMDDTHHMMSSZ, an existing tag, or latest")
+    st.add_argument("tag", help="the new tag: letters, digits, '.', '_', '-'")
+    su = ssub.add_parser("untag", parents=[common], help="remove a tag")
+    su.add_argument("repo")
+    su.add_argument("tag")
+    sd = ssub.add_parser("diff", parents=[common],
+                         help="packages added, removed, upgraded, downgraded from A to B")
+    sd.add_argument("repo")
+    sd.add_argument("a", help="the older state: YYYYMMDDTHHMMSSZ, a tag, or latest")
+    sd.add_argument("b", help="the newer state")
+    sd.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = ssub.add_parser(
+        "prune", parents=[common], help="remove old untagged snapshots, then unused blobs",
+        description="Remove untagged snapshots older than --older-than days (keeping the "
+                    "newest --keep-last), then delete blobs that no snapshot and no cache entry "
+                    "references. Safe while the server and a sync run.")
+    sp.add_argument("repo", nargs="?", help="repository name (default: all)")
+    sp.add_argument("--older-than", type=float, default=30.0, metavar="DAYS",
+                    help="retention in days (default 30)")
+    sp.add_argument("--keep-last", type=int, default=1, metavar="N",
+                    help="always keep the newest N snapshots (default 1)")
+    sp.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                    help="never delete a blob younger than this (default 3600)")
+    for action_parser in (sl, ss, st, su, sd):
+        action_parser.set_defaults(func=_snapshot)
+    sp.set_defaults(func=_prune)
 
     k = sub.add_parser("config-keys", help="list every configuration key with its meaning",
                        description="List every configuration key, its default and meaning.")

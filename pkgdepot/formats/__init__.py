@@ -72,6 +72,18 @@ class Vouch:
     canonical: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Package:
+    """One package as an index lists it."""
+
+    name: str
+    version: str   # apt: [epoch:]upstream[-revision]; rpm: [epoch:]version-release
+    arch: str
+    location: str  # relative to the repository root
+    size: int | None
+    digest: Digest | None
+
+
 class Backend(Protocol):
     name: str
 
@@ -84,6 +96,15 @@ class Backend(Protocol):
 
     def signature_of(self, path: str) -> str | None:
         """The path of the detached signature that signs this file, if any."""
+
+    def is_package_index(self, path: str) -> bool:
+        """Whether the file at `path` lists packages (Packages*, primary.xml*)."""
+
+    def packages(self, path: str, content: Path) -> Iterator[Package]:
+        """The packages an index lists."""
+
+    def compare_versions(self, a: str, b: str) -> int:
+        """<0, 0, >0 as version a is older, equal, newer than b."""
 
 
 def digest_from_name(algo_hint: str | None, hexdigest: str) -> Digest | None:

@@ -22,6 +22,7 @@ from pkgdepot.formats import (
     HEX_RE,
     Digest,
     Kind,
+    Package,
     PathInfo,
     Role,
     Vouch,
@@ -83,6 +84,32 @@ class AptBackend:
         if _basename(path) == "Release":
             return path + ".gpg"
         return None
+
+    def is_package_index(self, path: str) -> bool:
+        return bool(re.search(rf"(^|/)Packages{_COMP}$", path)) and "/by-hash/" not in path
+
+    def packages(self, path: str, content: Path) -> Iterator[Package]:
+        for sec in _tagfile_sections(content, _basename(path)):
+            filename = sec.get("Filename", "")
+            if "Package" not in sec or not _safe_rel(filename):
+                continue
+            digest = None
+            for fld, algo in ALGO_FIELDS:
+                if fld in sec:
+                    digest = Digest(algo, sec[fld].strip().lower())
+                    break
+            try:
+                size: int | None = int(sec.get("Size", ""))
+            except ValueError:
+                size = None
+            yield Package(sec["Package"], sec.get("Version", ""), sec.get("Architecture", ""),
+                          filename, size, digest)
+
+    def compare_versions(self, a: str, b: str) -> int:
+        import apt_pkg
+
+        apt_pkg.init_system()
+        return int(apt_pkg.version_compare(a, b))
 
     def vouches(self, key: str, info: PathInfo, content: Path) -> Iterator[Vouch]:
         if info.role in (Role.RELEASE, Role.RELEASE_INLINE):

@@ -17,6 +17,7 @@ from pkgdepot.errors import FormatError
 from pkgdepot.formats import (
     Digest,
     Kind,
+    Package,
     PathInfo,
     Role,
     Vouch,
@@ -67,6 +68,17 @@ class RpmBackend:
         if _basename(path) == "repomd.xml":
             return path + ".asc"
         return None
+
+    def is_package_index(self, path: str) -> bool:
+        return "/repodata/" in f"/{path}" and "primary.xml" in _basename(path)
+
+    def packages(self, path: str, content: Path) -> Iterator[Package]:
+        yield from primary_packages(content, _basename(path))
+
+    def compare_versions(self, a: str, b: str) -> int:
+        import rpm
+
+        return int(rpm.labelCompare(_evr(a), _evr(b)))
 
     def vouches(self, key: str, info: PathInfo, content: Path) -> Iterator[Vouch]:
         name = _basename(key)
@@ -125,7 +137,19 @@ def repomd_vouches(root: str, content: Path) -> Iterator[Vouch]:
         yield Vouch(root + href, size, digest)
 
 
+def _evr(v: str) -> tuple[str, str, str]:
+    epoch, _, rest = v.rpartition(":")
+    version, _, release = rest.partition("-")
+    return (epoch or "0", version, release)
+
+
 def primary_vouches(root: str, content: Path, name: str) -> Iterator[Vouch]:
+    for p in primary_packages(content, name):
+        if p.digest is not None:
+            yield Vouch(root + p.location, p.size, p.digest)
+
+
+def primary_packages(content: Path, name: str) -> Iterator[Package]:
     with open_index(content, name) as f:
         try:
             for _ev, el in SafeET.iterparse(f, events=("end",)):
@@ -134,17 +158,22 @@ def primary_vouches(root: str, content: Path, name: str) -> Iterator[Vouch]:
                 loc = el.find(f"{NS_COMMON}location")
                 ck = el.find(f"{NS_COMMON}checksum")
                 size_el = el.find(f"{NS_COMMON}size")
-                if loc is not None and ck is not None:
-                    href = loc.get("href", "")
-                    digest = _digest(ck)
-                    if digest is not None and _safe_href(href) and not loc.get(XML_BASE):
-                        size = None
-                        if size_el is not None:
-                            try:
-                                size = int(size_el.get("package", ""))
-                            except ValueError:
-                                size = None
-                        yield Vouch(root + href, size, digest)
+                ver = el.find(f"{NS_COMMON}version")
+                href = loc.get("href", "") if loc is not None else ""
+                if loc is not None and _safe_href(href) and not loc.get(XML_BASE):
+                    size = None
+                    if size_el is not None:
+                        try:
+                            size = int(size_el.get("package", ""))
+                        except ValueError:
+                            size = None
+                    evr = ""
+                    if ver is not None:
+                        e, v, r = ver.get("epoch", "0"), ver.get("ver", ""), ver.get("rel", "")
+                        evr = (f"{e}:" if e not in ("", "0") else "") + v + (f"-{r}" if r else "")
+                    yield Package(el.findtext(f"{NS_COMMON}name", ""), evr,
+                                  el.findtext(f"{NS_COMMON}arch", ""), href, size,
+                                  _digest(ck) if ck is not None else None)
                 el.clear()
         except FormatError:
             raise

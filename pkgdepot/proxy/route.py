@@ -12,6 +12,7 @@ backslash, no empty segments) before it is decoded, and again after.
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
@@ -27,7 +28,7 @@ QUERY_OK_RE = re.compile(r"(^|/)(metalink|mirrorlist)$")
 #: Characters kept literally when a decoded path is sent upstream.
 SAFE = "/:@!$&'()*+,;=-._~"
 MEMO_SIZE = 1 << 16
-RESERVED_FIRST_SEGMENTS = {"snapshot", "metrics", "_pkgdepot"}
+RESERVED_FIRST_SEGMENTS = {"metrics", "_pkgdepot"}
 
 
 def is_authority(segment: str) -> bool:
@@ -63,6 +64,16 @@ class Route:
     @property
     def kind(self) -> Kind:
         return self.info.kind
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRoute:
+    """/snapshot/NAME/ (the index of states) or /snapshot/NAME/WHEN/PATH."""
+
+    repo: RepoConfig
+    when: str | None            # None: the index
+    inner: Route | None         # the route of PATH in the live repository
+    index_name: str = ""        # "" or "releases.txt" / "index.json"
 
 
 UNKNOWN = PathInfo("unknown", Kind.VOLATILE, Role.OTHER_VOLATILE)
@@ -109,15 +120,19 @@ class Router:
         self._bases: list[tuple[str, RepoConfig]] = sorted(
             ((u + "/", r) for r in config.repos.values() for u in r.upstreams),
             key=lambda t: -len(t[0]))
-        self._memo: dict[str, Route] = {}
+        self._memo: dict[str, Route | SnapshotRoute] = {}
+        self._self_names = {"localhost", "127.0.0.1", "::1", socket.gethostname().lower(),
+                            socket.getfqdn().lower()}
+        if config.listen_host not in ("0.0.0.0", "::"):
+            self._self_names.add(config.listen_host.lower())
 
-    def route(self, target: str) -> Route | None:
+    def route(self, target: str) -> Route | SnapshotRoute | None:
         """Route a request target. None means: the depot's own pages ('/').
         Routes are pure functions of the target and the (frozen) config, so
         they are memoized."""
-        route = self._memo.get(target)
-        if route is not None:
-            return route
+        found = self._memo.get(target)
+        if found is not None:
+            return found
         route = self._route(target)
         if route is not None:
             if len(self._memo) >= MEMO_SIZE:
@@ -125,7 +140,7 @@ class Router:
             self._memo[target] = route
         return route
 
-    def _route(self, target: str) -> Route | None:
+    def _route(self, target: str) -> Route | SnapshotRoute | None:
         if len(target) > 4096:
             raise BadRequest("request target too long")
         check_raw_path(target)
@@ -143,6 +158,8 @@ class Router:
         if first in self.config.repos:
             repo = self.config.repos[first]
             return self._named(repo, rest, query)
+        if first == "snapshot":
+            return self._snapshot(rest, query)
         if first in RESERVED_FIRST_SEGMENTS:
             raise NotFound(f"/{first}/ is not available in this version of pkgdepot")
         if is_authority(first):
@@ -152,7 +169,18 @@ class Router:
                        "to reach an upstream host, put its name with a dot in the first "
                        "segment, e.g. /mirror.example/debian/...")
 
-    def _absolute(self, target: str) -> Route:
+    def _snapshot(self, rest: str, query: str) -> SnapshotRoute:
+        name, _, tail = rest.partition("/")
+        repo = self.config.repos.get(name)
+        if repo is None:
+            names = ", ".join(sorted(self.config.repos)) or "none configured"
+            raise NotFound(f"no repository named {name!r} (named repositories: {names})")
+        if tail in ("", "releases.txt", "index.json"):
+            return SnapshotRoute(repo, None, None, tail)
+        when, _, path = tail.partition("/")
+        return SnapshotRoute(repo, when, self._named(repo, path, query))
+
+    def _absolute(self, target: str) -> Route | SnapshotRoute | None:
         try:
             parts = urlsplit(target)
             port = parts.port
@@ -165,6 +193,11 @@ class Router:
         host = (parts.hostname or "").lower()
         if not host or not (HOSTNAME_RE.match(host) or IPV6_RE.match(f"[{host}]")):
             raise BadRequest("malformed host in the URL")
+        if (parts.scheme == "http" and (port or 80) == self.config.listen_port
+                and host in self._self_names):
+            # A client whose proxy is the depot, asking for a depot URL: serve it
+            # as if asked directly.
+            return self._route((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
         path = decode_path(parts.path or "/")
         full = f"{parts.scheme}://{parts.netloc.lower()}/{path}"
         for base, repo in self._bases:

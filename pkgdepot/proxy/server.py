@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import html
 import ipaddress
+import json
 import logging
 import socket
 import struct
@@ -29,6 +30,7 @@ from pkgdepot.errors import (
     BadRequest,
     Forbidden,
     MethodNotAllowed,
+    NotFound,
     PkgdepotError,
 )
 from pkgdepot.fetch import Fetcher
@@ -41,7 +43,8 @@ from pkgdepot.proxy.http import (
     parse_http_date,
     parse_range,
 )
-from pkgdepot.proxy.route import Route, Router
+from pkgdepot.proxy.route import Route, Router, SnapshotRoute
+from pkgdepot.snapshots import Snapshots
 from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore
 
@@ -99,6 +102,7 @@ class Depot:
         self.small = SmallBlobs()
         self.started = time.time()
         self.cache: Cache | None = None
+        self.snapshots = Snapshots(self.store)
         self._allowed_clients: set[str] = set()
 
     async def start(self) -> None:
@@ -109,7 +113,9 @@ class Depot:
                 keyrings[repo.name] = await asyncio.to_thread(
                     openpgp.binary_keyring, repo.keyring, self.config.data_dir / "keyrings")
         await self.fetcher.start()
-        self.cache = Cache(self.config, self.store, self.fetcher, keyrings)
+        self.snapshots = await Snapshots(self.store).open()
+        self.cache = Cache(self.config, self.store, self.fetcher, keyrings,
+                           snapshots=self.snapshots)
 
     async def close(self) -> None:
         if self.cache is not None:
@@ -131,6 +137,8 @@ class Depot:
             route = self.router.route(request.raw_path)
             if route is None:
                 return self._index_page(request)
+            if isinstance(route, SnapshotRoute):
+                return await self._serve_snapshot(request, route)
             assert self.cache is not None
             result = await self.cache.lookup(route)
             if isinstance(result, Hit):
@@ -189,6 +197,46 @@ class Depot:
             f"<th>keyring</th></tr>{rows}</table></body></html>")
         return web.Response(text=body, content_type="text/html", headers={"Server": SERVER})
 
+    # -- snapshots -----------------------------------------------------------
+
+    async def _serve_snapshot(self, request: web.BaseRequest,
+                              sroute: SnapshotRoute) -> web.StreamResponse:
+        repo = sroute.repo.name
+        if sroute.when is None:
+            return await self._snapshot_index(request, repo, sroute.index_name)
+        snap = await self.snapshots.resolve(repo, sroute.when)
+        route = sroute.inner
+        assert route is not None and self.cache is not None
+        if route.kind is Kind.IMMUTABLE:
+            # packages and by-hash files are shared by every state: the pool
+            result = await self.cache.lookup(route)
+            if isinstance(result, Hit):
+                resp = await self._serve_entry(request, route, result)
+            else:
+                resp = await self._serve_stream(request, route, result)
+            return resp
+        ref = await self.snapshots.file(repo, snap.id, route.path)
+        if ref is None:
+            raise NotFound(f"/{route.path} is not part of snapshot {repo}/{snap.stamp}")
+        entry = Entry(route.key, ref[0], ref[1], snap.created, snap.created)
+        hit = Hit(entry, "SNAPSHOT")
+        resp = await self._serve_entry(request, route, hit, {"X-Pkgdepot-Snapshot": snap.stamp,
+                                                             "Cache-Control": "max-age=86400"})
+        return resp
+
+    async def _snapshot_index(self, request: web.BaseRequest, repo: str,
+                              name: str) -> web.Response:
+        snaps = await self.snapshots.history(repo)
+        accept = request.headers.get("Accept", "")
+        if name == "index.json" or (name == "" and "application/json" in accept):
+            body = json.dumps({"repository": repo,
+                               "snapshots": [s.as_dict() for s in snaps]}, indent=1)
+            return web.Response(text=body + "\n", content_type="application/json",
+                                headers={"Server": SERVER, "Cache-Control": "no-cache"})
+        lines = "".join(" ".join([s.stamp, *s.tags]) + "\n" for s in snaps)
+        return web.Response(text=lines, content_type="text/plain",
+                            headers={"Server": SERVER, "Cache-Control": "no-cache"})
+
     # -- serving -------------------------------------------------------------
 
     def _headers(self, route: Route, etag: str | None, last_modified: str | None,
@@ -231,12 +279,14 @@ class Depot:
             return None  # resuming a download that failed verification: send it all
         return parse_range(header, size)
 
-    async def _serve_entry(self, request: web.BaseRequest, route: Route,
-                           hit: Hit) -> web.StreamResponse:
+    async def _serve_entry(self, request: web.BaseRequest, route: Route, hit: Hit,
+                           extra: dict[str, str] | None = None) -> web.StreamResponse:
         entry = hit.entry
         etag = self._etag(entry)
         last_modified = entry.last_modified or http_date(entry.stored_at)
         headers = self._headers(route, etag, last_modified, hit.state)
+        if extra:
+            headers.update(extra)
         if hit.warning:
             headers["Warning"] = hit.warning
         if self._not_modified(request, etag, last_modified):

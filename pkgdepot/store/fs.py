@@ -14,13 +14,15 @@ I/O besides sending the blob.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import os
 import sqlite3
 import stat
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -63,10 +65,11 @@ class FsStore:
 
     # -- opening and recovery --------------------------------------------
 
-    def open(self) -> FsStore:
+    def open(self, recover: bool = True) -> FsStore:
         """Create or open the data directory, clean up after a crash, check
         that every catalog entry still has its blob. Blocking: call before
-        serving (or in a thread)."""
+        serving (or in a thread). With recover=False (commands that run beside
+        a live server) nothing is cleaned up and entries are read on demand."""
         try:
             for d in (self.root, self.blobs, self.tmp):
                 d.mkdir(mode=0o750, parents=True, exist_ok=True)
@@ -77,7 +80,7 @@ class FsStore:
             raise StoreError(f"cannot create the data directory {self.root}: {e.strerror}",
                              hint="run as root, or pass --data-dir DIR that you can write") from e
         removed = 0
-        for p in self.tmp.iterdir():
+        for p in self.tmp.iterdir() if recover else ():
             if p.is_file() or p.is_symlink():
                 p.unlink()
                 removed += 1
@@ -91,7 +94,7 @@ class FsStore:
             self._db.executescript(SCHEMA)
             rows = self._db.execute(
                 "SELECT key, sha256, size, stored_at, checked_at, etag, last_modified "
-                "FROM entries").fetchall()
+                "FROM entries").fetchall() if recover else []
         except sqlite3.DatabaseError as e:
             raise StoreError(f"the catalog {self.root / 'catalog.sqlite'} is damaged: {e}",
                              hint="move it away and restart: cached files are fetched again") from e
@@ -125,6 +128,45 @@ class FsStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._db_thread, fn, *args)
 
+    async def run_db(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on the catalog's thread, in order with every
+        other catalog operation of this process."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_thread, fn, self.db)
+
+    async def load(self, key: str) -> Entry | None:
+        """The entry for a key, from memory or else from the catalog (another
+        process, such as a mirror sync, may have added it)."""
+        e = self._entries.get(key)
+        if e is not None:
+            return e
+
+        def run() -> Entry | None:
+            row = self.db.execute(
+                "SELECT key, sha256, size, stored_at, checked_at, etag, last_modified "
+                "FROM entries WHERE key=?", (key,)).fetchone()
+            return None if row is None else Entry(*row)
+
+        found: Entry | None = await self._call(run)
+        if found is not None and os.path.exists(self.blob_path(found.sha256)):
+            self._entries[key] = found
+            return found
+        return None
+
+    async def put_bytes(self, data: bytes) -> str:
+        """Store small content (generated metadata) as a blob; its sha256."""
+        sha = hashlib.sha256(data).hexdigest()
+        if os.path.exists(self.blob_path(sha)):
+            return sha
+
+        def write() -> None:
+            temp = self.new_temp()
+            temp.write_bytes(data)
+            self._place(temp, sha)
+
+        await asyncio.to_thread(write)
+        return sha
+
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
@@ -146,9 +188,13 @@ class FsStore:
 
     def _place(self, temp: Path, sha256: str) -> None:
         dest = self.blob_path(sha256)
-        if dest.exists():
+        try:
+            # Already there: a fresh mtime keeps a running garbage collection off it.
+            os.utime(dest)
             temp.unlink(missing_ok=True)
             return
+        except FileNotFoundError:
+            pass
         with open(temp, "rb") as f:
             os.fsync(f.fileno())
         dest.parent.mkdir(exist_ok=True)
@@ -212,6 +258,44 @@ class FsStore:
             return None if row is None else Vouch(key, row[0], Digest(row[1], row[2]), row[3])
         v: Vouch | None = await self._call(run)
         return v
+
+
+    async def collect_garbage(self, grace: float = 3600.0) -> tuple[int, int]:
+        """Delete blobs that no cache entry and no snapshot references and that
+        are older than `grace` seconds (so that a blob just written by a running
+        server or sync, whose reference is about to be recorded, is kept).
+        Returns (files, bytes) removed."""
+
+        def referenced(db: sqlite3.Connection) -> set[str]:
+            refs = {r[0] for r in db.execute("SELECT sha256 FROM entries")}
+            with contextlib.suppress(sqlite3.OperationalError):  # no snapshot table yet
+                refs |= {r[0] for r in db.execute(
+                    "SELECT DISTINCT sha256 FROM snapshot_files WHERE sha256 IS NOT NULL")}
+            return refs
+
+        refs = await self.run_db(referenced)
+        limit = time.time() - grace
+
+        def sweep() -> tuple[int, int]:
+            files = size = 0
+            for sub in self.blobs.iterdir():
+                if not sub.is_dir() or sub.is_symlink():
+                    continue
+                for blob in sub.iterdir():
+                    if blob.name in refs:
+                        continue
+                    try:
+                        st = blob.lstat()
+                        if st.st_mtime > limit:
+                            continue
+                        blob.unlink()
+                    except FileNotFoundError:
+                        continue
+                    files += 1
+                    size += st.st_size
+            return files, size
+
+        return await asyncio.to_thread(sweep)
 
 
 def now() -> float:

@@ -1,0 +1,115 @@
+"""What changed between two snapshots: packages added, removed, upgraded and
+downgraded, read from the package indices each snapshot holds."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pkgdepot.formats import Backend, classify
+from pkgdepot.snapshots import FileRef, Snapshot, Snapshots
+from pkgdepot.store.fs import FsStore
+
+#: Several compressions of one index hold the same list: read the cheapest.
+PREFERENCE = ("", ".xz", ".zst", ".gz", ".bz2", ".lzma")
+COMPRESSION_RE = re.compile(r"\.(xz|zst|gz|bz2|lzma|lz4)$")
+
+PackageKey = tuple[str, str]  # (name, arch)
+
+
+@dataclass
+class Diff:
+    a: Snapshot
+    b: Snapshot
+    added: list[tuple[str, str, str]] = field(default_factory=list)      # name, version, arch
+    removed: list[tuple[str, str, str]] = field(default_factory=list)
+    upgraded: list[tuple[str, str, str, str]] = field(default_factory=list)  # name, old, new, arch
+    downgraded: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "from": self.a.as_dict(), "to": self.b.as_dict(),
+            "added": [{"name": n, "version": v, "arch": a} for n, v, a in self.added],
+            "removed": [{"name": n, "version": v, "arch": a} for n, v, a in self.removed],
+            "upgraded": [{"name": n, "from": o, "to": w, "arch": a}
+                         for n, o, w, a in self.upgraded],
+            "downgraded": [{"name": n, "from": o, "to": w, "arch": a}
+                           for n, o, w, a in self.downgraded],
+        }
+
+    def text(self) -> str:
+        lines = [f"{self.a.repo}: {self.a.stamp} -> {self.b.stamp}"]
+        for n, v, a in self.added:
+            lines.append(f"+ {n} {v} {a}")
+        for n, v, a in self.removed:
+            lines.append(f"- {n} {v} {a}")
+        for n, o, w, a in self.upgraded:
+            lines.append(f"^ {n} {o} -> {w} {a}")
+        for n, o, w, a in self.downgraded:
+            lines.append(f"v {n} {o} -> {w} {a}")
+        lines.append(f"{len(self.added)} added, {len(self.removed)} removed, "
+                     f"{len(self.upgraded)} upgraded, {len(self.downgraded)} downgraded")
+        return "\n".join(lines)
+
+
+def _indices(manifest: dict[str, FileRef]) -> dict[str, tuple[str, FileRef, Backend]]:
+    """One package index per directory and kind: base path -> (path, blob, backend)."""
+    chosen: dict[str, tuple[int, str, FileRef, Backend]] = {}
+    for path, ref in manifest.items():
+        found = classify(path)
+        if found is None:
+            continue
+        backend, _info = found
+        if not backend.is_package_index(path):
+            continue
+        m = COMPRESSION_RE.search(path)
+        suffix = m.group(0) if m else ""
+        base = path[: len(path) - len(suffix)]
+        if backend.name == "rpm":
+            base = path.rsplit("/", 1)[0] + "/primary"
+        rank = PREFERENCE.index(suffix) if suffix in PREFERENCE else len(PREFERENCE)
+        if base not in chosen or rank < chosen[base][0]:
+            chosen[base] = (rank, path, ref, backend)
+    return {b: (p, r, be) for b, (_rank, p, r, be) in chosen.items()}
+
+
+def _read(store: FsStore, indices: dict[str, tuple[str, FileRef, Backend]]
+          ) -> tuple[dict[PackageKey, str], Backend | None]:
+    versions: dict[PackageKey, str] = {}
+    backend: Backend | None = None
+    for path, ref, be in indices.values():
+        backend = be
+        for p in be.packages(path, Path(store.blob_path(ref[0]))):
+            key = (p.name, p.arch)
+            old = versions.get(key)
+            if old is None or be.compare_versions(p.version, old) > 0:
+                versions[key] = p.version
+    return versions, backend
+
+
+async def diff(store: FsStore, snapshots: Snapshots, repo: str, a: str, b: str) -> Diff:
+    sa, sb = await snapshots.resolve(repo, a), await snapshots.resolve(repo, b)
+    ma, mb = await snapshots.manifest(repo, sa.id), await snapshots.manifest(repo, sb.id)
+    ia, ib = _indices(ma), _indices(mb)
+    result = Diff(sa, sb)
+    if {k: v[1] for k, v in ia.items()} == {k: v[1] for k, v in ib.items()}:
+        return result  # the same package lists: nothing to read
+    (va, be_a), (vb, be_b) = await asyncio.gather(asyncio.to_thread(_read, store, ia),
+                                                  asyncio.to_thread(_read, store, ib))
+    backend = be_a or be_b
+    for key in sorted(va.keys() | vb.keys()):
+        name, arch = key
+        old, new = va.get(key), vb.get(key)
+        if old is None and new is not None:
+            result.added.append((name, new, arch))
+        elif new is None and old is not None:
+            result.removed.append((name, old, arch))
+        elif old is not None and new is not None and old != new and backend is not None:
+            cmp = backend.compare_versions(new, old)
+            if cmp > 0:
+                result.upgraded.append((name, old, new, arch))
+            elif cmp < 0:
+                result.downgraded.append((name, old, new, arch))
+    return result
