@@ -178,6 +178,26 @@ def _prune(args: argparse.Namespace) -> int:
     return _with_store(args, run)
 
 
+def _mirror_sync(args: argparse.Namespace) -> int:
+    from pkgdepot.mirror import run_sync
+
+    config = _config(args)
+    names = args.names or sorted(r.name for r in config.repos.values() if r.mirror)
+    if not names:
+        raise ConfigError("no mirrors in the configuration",
+                          hint="add a [repos.NAME.mirror] table")
+    failed = 0
+    for name in names:
+        try:
+            result = asyncio.run(run_sync(config, name))
+        except PkgdepotError as e:
+            print(f"pkgdepot: {name}: sync failed, nothing published: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(result.summary())
+    return 1 if failed else 0
+
+
 def _keys(_args: argparse.Namespace) -> int:
     print(keys_help())
     return 0
@@ -251,6 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
     for action_parser in (sl, ss, st, su, sd):
         action_parser.set_defaults(func=_snapshot)
     sp.set_defaults(func=_prune)
+
+    m = sub.add_parser("mirror", help="keep mirrors current from their signed metadata",
+                       description="Mirrors are named repositories with a [repos.NAME.mirror] "
+                                   "table.")
+    msub = m.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ms = msub.add_parser(
+        "sync", parents=[common], help="sync mirrors and publish their new state",
+        description="Check the signed release file against the keyring, download what the "
+                    "store lacks (each file checked against its index), then publish the new "
+                    "state atomically as a snapshot. Clients keep getting the previous state "
+                    "until then. An interrupted sync publishes nothing and resumes where it "
+                    "stopped. Exit status 1 if any mirror failed.")
+    ms.add_argument("names", nargs="*", metavar="NAME", help="mirrors to sync (default: all)")
+    ms.set_defaults(func=_mirror_sync)
 
     k = sub.add_parser("config-keys", help="list every configuration key with its meaning",
                        description="List every configuration key, its default and meaning.")

@@ -95,7 +95,33 @@ REPO_KEYS: dict[str, str] = {
     "upstreams": "Base URLs, tried in order (failover); http or https.",
     "keyring": "OpenPGP keyring (binary or armored) that must have signed InRelease, "
                "Release.gpg or repomd.xml.asc; metadata that fails is not served.",
+    "mirror": "Makes the repository a mirror kept by `pkgdepot mirror sync NAME` (a table, "
+              "see [repos.NAME.mirror]); clients are then served only what the last "
+              "complete sync published.",
 }
+
+MIRROR_KEYS: dict[str, str] = {
+    "format": '"apt" or "rpm" (default: "apt" when suites are given, else "rpm").',
+    "suites": 'apt: the suites (dists/SUITE) to mirror, e.g. ["bookworm", "bookworm-updates"].',
+    "components": 'apt: components (default ["main"]).',
+    "architectures": 'apt: architectures (default ["amd64"]); "all" packages always come along.',
+    "sources": "apt: also mirror source packages (default false).",
+    "udebs": "apt: also mirror debian-installer udebs (default false).",
+    "concurrency": "Parallel downloads during a sync (default 8).",
+    "allow_unsigned": "Sync without a keyring (default false: a mirror needs one).",
+}
+
+
+@dataclass(frozen=True)
+class MirrorConfig:
+    format: str = "apt"
+    suites: tuple[str, ...] = ()
+    components: tuple[str, ...] = ("main",)
+    architectures: tuple[str, ...] = ("amd64",)
+    sources: bool = False
+    udebs: bool = False
+    concurrency: int = 8
+    allow_unsigned: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +129,7 @@ class RepoConfig:
     name: str
     upstreams: tuple[str, ...]
     keyring: Path | None = None
+    mirror: MirrorConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -212,7 +239,48 @@ def _parse_repo(name: str, table: object) -> RepoConfig:
         keyring = Path(_as_str(f"{prefix}.keyring", table["keyring"]))
         if not keyring.is_file():
             raise ConfigError(f"{prefix}.keyring: {keyring} is not a readable file")
-    return RepoConfig(name=name, upstreams=upstreams, keyring=keyring)
+    mirror = _parse_mirror(f"{prefix}.mirror", table["mirror"]) if "mirror" in table else None
+    if mirror is not None and keyring is None and not mirror.allow_unsigned:
+        raise ConfigError(f"{prefix}.keyring: a mirror needs a keyring to check what it syncs",
+                          hint="set keyring = \"/path/to/archive-keyring.gpg\" (or "
+                               "mirror.allow_unsigned = true, not recommended)")
+    return RepoConfig(name=name, upstreams=upstreams, keyring=keyring, mirror=mirror)
+
+
+NAME_LIST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+/-]*$")
+
+
+def _parse_mirror(prefix: str, table: object) -> MirrorConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{prefix}: expected a table")
+    unknown = set(table) - set(MIRROR_KEYS)
+    if unknown:
+        raise ConfigError(f"{prefix}.{sorted(unknown)[0]}: unknown key",
+                          hint="known keys: " + ", ".join(MIRROR_KEYS))
+    kw: dict[str, Any] = {}
+    for key in ("suites", "components", "architectures"):
+        if key in table:
+            items = _as_list(f"{prefix}.{key}", table[key])
+            for item in items:
+                if not NAME_LIST_RE.match(item) or ".." in item:
+                    raise ConfigError(f"{prefix}.{key}: {item!r} is not a valid name")
+            kw[key] = tuple(items)
+    for key in ("sources", "udebs", "allow_unsigned"):
+        if key in table:
+            kw[key] = _as_bool(f"{prefix}.{key}", table[key])
+    if "concurrency" in table:
+        n = table["concurrency"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
+            raise ConfigError(f"{prefix}.concurrency: expected a whole number from 1 to 64")
+        kw["concurrency"] = n
+    fmt = table.get("format", "apt" if kw.get("suites") else "rpm")
+    if fmt not in ("apt", "rpm"):
+        raise ConfigError(f'{prefix}.format: expected "apt" or "rpm", got {fmt!r}')
+    if fmt == "apt" and not kw.get("suites"):
+        raise ConfigError(f"{prefix}.suites: an apt mirror needs at least one suite",
+                          hint='e.g. suites = ["bookworm"]')
+    kw["format"] = fmt
+    return MirrorConfig(**kw)
 
 
 def from_mapping(data: Mapping[str, Any]) -> Config:
@@ -292,5 +360,8 @@ def keys_help() -> str:
         lines.append(f"  {s.key} = {default}\n      {s.help}")
     lines.append("[repos.NAME]")
     for k, h in REPO_KEYS.items():
+        lines.append(f"  {k}\n      {h}")
+    lines.append("[repos.NAME.mirror]")
+    for k, h in MIRROR_KEYS.items():
         lines.append(f"  {k}\n      {h}")
     return "\n".join(lines)

@@ -44,7 +44,7 @@ from pkgdepot.proxy.http import (
     parse_range,
 )
 from pkgdepot.proxy.route import Route, Router, SnapshotRoute
-from pkgdepot.snapshots import Snapshots
+from pkgdepot.snapshots import Snapshot, Snapshots
 from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore
 
@@ -114,8 +114,9 @@ class Depot:
                     openpgp.binary_keyring, repo.keyring, self.config.data_dir / "keyrings")
         await self.fetcher.start()
         self.snapshots = await Snapshots(self.store).open()
+        mirrors = frozenset(r.name for r in self.config.repos.values() if r.mirror)
         self.cache = Cache(self.config, self.store, self.fetcher, keyrings,
-                           snapshots=self.snapshots)
+                           snapshots=self.snapshots, mirrors=mirrors)
 
     async def close(self) -> None:
         if self.cache is not None:
@@ -139,6 +140,8 @@ class Depot:
                 return self._index_page(request)
             if isinstance(route, SnapshotRoute):
                 return await self._serve_snapshot(request, route)
+            if route.repo is not None and route.repo.mirror is not None:
+                return await self._serve_mirror(request, route, None)
             assert self.cache is not None
             result = await self.cache.lookup(route)
             if isinstance(result, Hit):
@@ -207,6 +210,8 @@ class Depot:
         snap = await self.snapshots.resolve(repo, sroute.when)
         route = sroute.inner
         assert route is not None and self.cache is not None
+        if sroute.repo.mirror is not None:
+            return await self._serve_mirror(request, route, snap)
         if route.kind is Kind.IMMUTABLE:
             # packages and by-hash files are shared by every state: the pool
             result = await self.cache.lookup(route)
@@ -223,6 +228,29 @@ class Depot:
         resp = await self._serve_entry(request, route, hit, {"X-Pkgdepot-Snapshot": snap.stamp,
                                                              "Cache-Control": "max-age=86400"})
         return resp
+
+    async def _serve_mirror(self, request: web.BaseRequest, route: Route,
+                            snap: Snapshot | None) -> web.StreamResponse:
+        """A mirror serves only what a complete sync published: metadata from the
+        snapshot (the latest unless one is named), packages from the pool. It
+        never goes upstream on a client's behalf."""
+        assert route.repo is not None
+        repo = route.repo.name
+        if snap is None:
+            snap = await self.snapshots.latest(repo)
+            if snap is None:
+                raise NotFound(f"mirror {repo!r} has not been synced yet",
+                               hint=f"run: pkgdepot mirror sync {repo}")
+        ref = await self.snapshots.file(repo, snap.id, route.path)
+        if ref is not None:
+            entry = Entry(route.key, ref[0], ref[1], snap.created, snap.created)
+            return await self._serve_entry(request, route, Hit(entry, "MIRROR"),
+                                           {"X-Pkgdepot-Snapshot": snap.stamp})
+        if route.kind is Kind.IMMUTABLE:
+            entry2 = await self.store.load(route.key)
+            if entry2 is not None:
+                return await self._serve_entry(request, route, Hit(entry2, "MIRROR"))
+        raise NotFound(f"/{route.path} is not in mirror {repo!r} (state {snap.stamp})")
 
     async def _snapshot_index(self, request: web.BaseRequest, repo: str,
                               name: str) -> web.Response:

@@ -1,0 +1,140 @@
+"""Mirrors: synced from signed metadata, published atomically, served while
+the upstream is down, resumable, refusing a bad signature."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.depot import ROOT, DepotProcess
+from tests.support.clients import AptClient, DnfClient
+from tests.support.keys import GpgKey
+from tests.support.repos import DebSpec, RpmSpec, build_apt_repo, build_rpm_repo
+from tests.support.upstream import Upstream, suffix
+
+DEBS = [DebSpec(f"pkg{i}", "1.0", files={f"usr/share/doc/pkg{i}.txt": b"x\n"},
+                size_padding=5000) for i in range(12)]
+DEBS.append(DebSpec("hello", "1.0", depends="pkg1", files={"usr/share/hello": b"1\n"}))
+
+
+def config(upstream: Upstream, key: Path) -> str:
+    return f"""
+[repos.deb]
+upstreams = ["{upstream.url}/debian"]
+keyring = "{key}"
+[repos.deb.mirror]
+suites = ["stable"]
+components = ["main"]
+architectures = ["amd64"]
+
+[repos.rpms]
+upstreams = ["{upstream.url}/rpms"]
+keyring = "{key}"
+[repos.rpms.mirror]
+format = "rpm"
+"""
+
+
+@pytest.fixture
+def depot(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey) -> Iterator[DepotProcess]:
+    with DepotProcess(tmp_path / "depot", config(upstream, gpg_key.public_armored)) as d:
+        yield d
+
+
+def sync(depot: DepotProcess, *names: str, ok: bool = True) -> str:
+    proc = subprocess.run([sys.executable, "-m", "pkgdepot", "mirror", "sync", *names,
+                           "--data-dir", str(depot.data_dir), "--config",
+                           str(depot.config_path)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr
+
+
+def apt(tmp_path: Path, name: str, line: str) -> AptClient:
+    c = AptClient(tmp_path / name)
+    c.set_sources([line])
+    return c
+
+
+def test_apt_mirror_serves_with_upstream_down_and_keeps_old_state(
+        tmp_path: Path, upstream: Upstream, gpg_key: GpgKey, depot: DepotProcess) -> None:
+    repo = build_apt_repo(upstream.root / "debian", gpg_key, DEBS)
+    status, _h, body = depot.get("/deb/dists/stable/InRelease")
+    assert status == 404 and b"mirror sync deb" in body  # not synced yet: says what to do
+    out = sync(depot, "deb")
+    assert "published snapshot" in out and "13 packages" in out
+    assert upstream.count(suffix(".deb")) == 13
+    upstream.stop()
+    c = apt(tmp_path, "c1", repo.sources_line(f"{depot.url}/deb"))
+    c.update()
+    c.install(["hello"])
+    assert c.installed() == {"hello": "1.0", "pkg1": "1.0"}
+    # upstream publishes; the mirror serves the old state until a sync completes
+    upstream.start()
+    time.sleep(1.1)
+    build_apt_repo(upstream.root / "debian", gpg_key,
+                   [*DEBS[:-1], DebSpec("hello", "2.0", depends="pkg1",
+                                        files={"usr/share/hello": b"2\n"})])
+    c.update()
+    assert c.candidate("hello") == "1.0"
+    upstream.clear_log()
+    out = sync(depot, "deb")
+    assert "12 already in the store" in out
+    assert upstream.count(suffix(".deb")) == 1  # only what changed
+    c.update()
+    c.install(["hello"])
+    assert c.installed()["hello"] == "2.0"
+    # nothing new upstream: a quick no-op, no new state
+    t0 = time.monotonic()
+    out = sync(depot, "deb")
+    assert "upstream unchanged" in out and time.monotonic() - t0 < 10
+    assert depot.get("/snapshot/deb/")[2].decode().count("\n") == 2
+
+
+def test_bad_signature_publishes_nothing(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey,
+                                         other_gpg_key: GpgKey, depot: DepotProcess) -> None:
+    build_apt_repo(upstream.root / "debian", gpg_key, DEBS)
+    sync(depot, "deb")
+    before = depot.get("/deb/dists/stable/InRelease")[2]
+    time.sleep(1.1)
+    build_apt_repo(upstream.root / "debian", other_gpg_key, DEBS[:3])  # signed by a stranger
+    out = sync(depot, "deb", ok=False)
+    assert "signature check" in out and "nothing published" in out
+    assert depot.get("/deb/dists/stable/InRelease")[2] == before
+    assert depot.get("/snapshot/deb/")[2].decode().count("\n") == 1
+
+
+def test_interrupted_sync_resumes(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey,
+                                  depot: DepotProcess) -> None:
+    repo = build_apt_repo(upstream.root / "debian", gpg_key, DEBS)
+    upstream.cut(suffix("/pkg7_1.0_all.deb"), after=100)  # the network fails on one package
+    out = sync(depot, "deb", ok=False)
+    assert "nothing published" in out and "run the sync again" in out
+    assert depot.get("/deb/dists/stable/InRelease")[0] == 404
+    fetched = {r.path for r in upstream.records(suffix(".deb"), status=200) if not r.aborted}
+    upstream.clear_faults()
+    upstream.clear_log()
+    sync(depot, "deb")
+    again = {r.path for r in upstream.records(suffix(".deb"))}
+    assert again == {"/debian/" + p.path for p in repo.packages} - fetched
+    assert "/debian/" + repo.package("pkg7").path in again
+
+
+def test_rpm_mirror_with_dnf(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey,
+                             depot: DepotProcess) -> None:
+    repo = build_rpm_repo(upstream.root / "rpms", gpg_key,
+                          [RpmSpec("greet", "1.0", requires=["libgreet"],
+                                   files={"/usr/share/greet": b"hi\n"}),
+                           RpmSpec("libgreet", "1.0", files={"/usr/share/libgreet": b"l\n"})])
+    out = sync(depot, "rpms")
+    assert "published snapshot" in out and "2 packages" in out
+    upstream.stop()
+    c = DnfClient(tmp_path / "dnf")
+    c.add_repo(repo.repo_file("mirror", f"{depot.url}/rpms"))
+    c.install(["greet"])
+    assert "greet" in c.installed()
