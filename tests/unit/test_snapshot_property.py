@@ -5,6 +5,7 @@ live snapshot's view ever changes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -54,10 +55,8 @@ async def scenario(root: Path, ops: list[tuple[object, ...]]) -> None:
                     target = history[int(o[1]) % len(history)]  # type: ignore[call-overload]
                     await snaps.tag("r", str(o[2]), target.stamp)
             elif o[0] == "untag":
-                try:
+                with contextlib.suppress(Exception):
                     await snaps.untag("r", str(o[1]))
-                except Exception:
-                    pass
             elif o[0] == "prune":
                 removed = await snaps.prune("r", clock - int(o[1]),  # type: ignore[call-overload]
                                             int(o[2]))  # type: ignore[call-overload]
