@@ -62,3 +62,10 @@ def test_help_explains(capsys: pytest.CaptureFixture[str]) -> None:
         main(["serve", "--help"])
     out = capsys.readouterr().out
     assert "Acquire::http::Proxy" in out and "revalidate_after" in out
+
+
+def test_readme_lists_every_key() -> None:
+    from pkgdepot.config import keys_help
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert keys_help() in readme, "regenerate the README's key list: pkgdepot config-keys"
