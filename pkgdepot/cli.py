@@ -198,6 +198,14 @@ def _mirror_sync(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _signing_key(args: argparse.Namespace) -> int:
+    from pkgdepot.signing import SigningKey
+
+    config = _config(args)
+    sys.stdout.write(SigningKey(config.data_dir).public_key().decode())
+    return 0
+
+
 def _keys(_args: argparse.Namespace) -> int:
     print(keys_help())
     return 0
@@ -285,6 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "stopped. Exit status 1 if any mirror failed.")
     ms.add_argument("names", nargs="*", metavar="NAME", help="mirrors to sync (default: all)")
     ms.set_defaults(func=_mirror_sync)
+
+    sk = sub.add_parser(
+        "signing-key", parents=[common], help="print the depot's public signing key",
+        description="Print the public key with which the depot signs the metadata it writes "
+                    "itself (filtered mirrors); it is created on first use. Clients trust it "
+                    "like any archive key: save it as /etc/apt/keyrings/pkgdepot.asc and use "
+                    "[signed-by=/etc/apt/keyrings/pkgdepot.asc], or gpgkey=file://... in a "
+                    ".repo file.")
+    sk.set_defaults(func=_signing_key)
 
     k = sub.add_parser("config-keys", help="list every configuration key with its meaning",
                        description="List every configuration key, its default and meaning.")

@@ -107,6 +107,12 @@ MIRROR_KEYS: dict[str, str] = {
     "architectures": 'apt: architectures (default ["amd64"]); "all" packages always come along.',
     "sources": "apt: also mirror source packages (default false).",
     "udebs": "apt: also mirror debian-installer udebs (default false).",
+    "filter": 'Only these packages: names or globs, e.g. ["nginx", "python3-*"]. The depot '
+              "then writes and signs the indices itself with its own key (see "
+              "`pkgdepot signing-key`).",
+    "filter_with_deps": "With filter: also every package the selected ones need, as libsolv "
+                        "resolves it (default true).",
+    "keep_versions": "Keep only the newest N versions of each package (default: all).",
     "concurrency": "Parallel downloads during a sync (default 8).",
     "allow_unsigned": "Sync without a keyring (default false: a mirror needs one).",
 }
@@ -122,6 +128,14 @@ class MirrorConfig:
     udebs: bool = False
     concurrency: int = 8
     allow_unsigned: bool = False
+    filter: tuple[str, ...] = ()
+    filter_with_deps: bool = True
+    keep_versions: int | None = None
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether the depot writes (and signs) the metadata itself."""
+        return bool(self.filter) or self.keep_versions is not None
 
 
 @dataclass(frozen=True)
@@ -248,6 +262,7 @@ def _parse_repo(name: str, table: object) -> RepoConfig:
 
 
 NAME_LIST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+/-]*$")
+GLOB_RE = re.compile(r"^[A-Za-z0-9*?\[\]][A-Za-z0-9._+*?\[\]-]*$")
 
 
 def _parse_mirror(prefix: str, table: object) -> MirrorConfig:
@@ -258,16 +273,22 @@ def _parse_mirror(prefix: str, table: object) -> MirrorConfig:
         raise ConfigError(f"{prefix}.{sorted(unknown)[0]}: unknown key",
                           hint="known keys: " + ", ".join(MIRROR_KEYS))
     kw: dict[str, Any] = {}
-    for key in ("suites", "components", "architectures"):
+    for key in ("suites", "components", "architectures", "filter"):
         if key in table:
             items = _as_list(f"{prefix}.{key}", table[key])
             for item in items:
-                if not NAME_LIST_RE.match(item) or ".." in item:
+                if not (NAME_LIST_RE.match(item) or (key == "filter" and GLOB_RE.match(item))) \
+                    or ".." in item:
                     raise ConfigError(f"{prefix}.{key}: {item!r} is not a valid name")
             kw[key] = tuple(items)
-    for key in ("sources", "udebs", "allow_unsigned"):
+    for key in ("sources", "udebs", "allow_unsigned", "filter_with_deps"):
         if key in table:
             kw[key] = _as_bool(f"{prefix}.{key}", table[key])
+    if "keep_versions" in table:
+        n = table["keep_versions"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"{prefix}.keep_versions: expected a whole number of at least 1")
+        kw["keep_versions"] = n
     if "concurrency" in table:
         n = table["concurrency"]
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:

@@ -13,16 +13,26 @@ already verified and kept, and downloads only the rest.
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import functools
+import gzip
 import hashlib
+import json
 import logging
+import lzma
 import os
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from debian import deb822
+
 from pkgdepot import openpgp
-from pkgdepot.config import Config, RepoConfig
+from pkgdepot.config import Config, MirrorConfig, RepoConfig
 from pkgdepot.errors import (
     FormatError,
     NotFound,
@@ -31,11 +41,13 @@ from pkgdepot.errors import (
     VerificationError,
 )
 from pkgdepot.fetch import Fetcher
-from pkgdepot.formats import Digest, Package
+from pkgdepot.formats import Backend, Digest, Package, open_index
 from pkgdepot.formats.apt import BY_HASH_DIR, AptBackend, parse_release, release_entries
 from pkgdepot.formats.rpm import RpmBackend, parse_repomd
 from pkgdepot.progress import Progress
+from pkgdepot.signing import SigningKey
 from pkgdepot.snapshots import FileRef, Snapshot, Snapshots
+from pkgdepot.solve import closure
 from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore
 
@@ -81,6 +93,29 @@ class SyncResult:
                 f"/ {self.bytes_downloaded / 1e6:.1f} MB downloaded in {self.seconds:.1f} s")
 
 
+def _rpm_evr_match(version: str, wanted: set[tuple[str, str, str]], name: str,
+                   arch: str) -> bool:
+    """libsolv writes rpm EVRs without a zero epoch, as Package.version does."""
+    return (name, version, arch) in wanted or (name, version.removeprefix("0:"), arch) in wanted
+
+
+def _release_text(upstream: deb822.Release, files: dict[str, bytes], m: MirrorConfig) -> bytes:
+    """A Release file (deb822) listing the indices the depot wrote."""
+    lines = []
+    for key in ("Origin", "Label", "Suite", "Version", "Codename"):
+        if key in upstream:
+            lines.append(f"{key}: {upstream[key]}")
+    lines.append(f"Date: {email.utils.formatdate(time.time(), usegmt=True)}")
+    lines.append(f"Architectures: {' '.join(m.architectures)}")
+    lines.append(f"Components: {' '.join(m.components)}")
+    lines.append("Description: filtered by pkgdepot and signed with its own key")
+    for fld, algo in (("MD5Sum", "md5"), ("SHA256", "sha256")):
+        lines.append(f"{fld}:")
+        for name, data in sorted(files.items()):
+            lines.append(f" {hashlib.new(algo, data).hexdigest()} {len(data):>16} {name}")
+    return ("\n".join(lines) + "\n").encode()
+
+
 class Mirror:
     def __init__(self, config: Config, repo: RepoConfig, store: FsStore, snapshots: Snapshots,
                  fetcher: Fetcher) -> None:
@@ -95,6 +130,8 @@ class Mirror:
         self.fetcher = fetcher
         self.keyring: Path | None = None
         self.result = SyncResult(repo.name, None)
+        self._suites: list[tuple[str, deb822.Release]] = []
+        self._kept: dict[str, str] = {}  # package location -> sha256 in the store
 
     async def sync(self) -> SyncResult:
         t0 = time.monotonic()
@@ -113,7 +150,12 @@ class Mirror:
             self.result.snapshot = latest
             self.result.seconds = time.monotonic() - t0
             return self.result
-        await self._packages(packages)
+        if self.mirror.rewrites:
+            packages = await asyncio.to_thread(self._select, packages, manifest)
+            await self._packages(packages)
+            manifest = await self._rewrite(manifest, packages)
+        else:
+            await self._packages(packages)
         changes: dict[str, FileRef | None] = dict(manifest)
         for path in published.keys() - manifest.keys():
             changes[path] = None
@@ -136,9 +178,13 @@ class Mirror:
             rel_paths, text_path = await self._apt_release(base)
             for p, ref in rel_paths.items():
                 manifest[p] = ref
-                if published.get(p) != ref:
+                if published.get(self._upstream_name(p)) != ref:
                     unchanged = False
             releases.append((base, text_path))
+        if self.mirror.rewrites:
+            settings = await self._settings_blob()
+            if published.get("_upstream/settings.json") != settings:
+                unchanged = False
         if unchanged and published:
             for _b, t in releases:
                 t.unlink(missing_ok=True)
@@ -148,6 +194,7 @@ class Mirror:
                 rel = parse_release(text_path.read_text("utf-8", "replace"))
             finally:
                 text_path.unlink(missing_ok=True)
+            self._suites.append((base, rel))
             by_hash = str(rel.get("Acquire-By-Hash", "")).strip().lower() == "yes"
             entries = release_entries(rel)
             for name in self._apt_index_names(entries.keys()):
@@ -274,7 +321,12 @@ class Mirror:
             manifest["repodata/repomd.xml.asc"] = await self._keep(sig_temp, sig)
         data = await asyncio.to_thread(parse_repomd, temp)
         manifest["repodata/repomd.xml"] = await self._keep(temp, repomd)
-        if published.get("repodata/repomd.xml") == manifest["repodata/repomd.xml"]:
+        same = published.get(self._upstream_name("repodata/repomd.xml")) == manifest[
+            "repodata/repomd.xml"]
+        if self.mirror.rewrites:
+            same = same and published.get("_upstream/settings.json") == (
+                await self._settings_blob())
+        if same:
             return None, []
         try:
             key = await self._get_bytes("repodata/repomd.xml.key")
@@ -294,6 +346,181 @@ class Mirror:
             return out
 
         return manifest, await asyncio.to_thread(read)
+
+    # -- filtered mirrors: the depot writes and signs the metadata -------------
+
+    def _upstream_name(self, path: str) -> str:
+        """Where the published manifest keeps upstream's own release file: under
+        its own path, or for a rewritten mirror under _upstream/."""
+        return f"_upstream/{path}" if self.mirror.rewrites else path
+
+    async def _settings_blob(self) -> FileRef:
+        m = self.mirror
+        data = json.dumps({"filter": list(m.filter), "with_deps": m.filter_with_deps,
+                           "keep_versions": m.keep_versions, "archs": list(m.architectures),
+                           "components": list(m.components)}, sort_keys=True).encode()
+        return (await self.store.put_bytes(data), len(data))
+
+    def _plain_indexes(self, manifest: dict[str, FileRef], arch: str) -> list[Path]:
+        """Uncompressed package indices for one architecture (temporary files)."""
+        out: list[Path] = []
+        seen: set[str] = set()
+        for path in sorted(manifest):
+            if path.startswith("_upstream/") or "/by-hash/" in path:
+                continue
+            if self.mirror.format == "apt":
+                if not AptBackend().is_package_index(path):
+                    continue
+                if f"/binary-{arch}/" not in path and "/binary-all/" not in path:
+                    continue
+                stem = path
+                for c in COMPRESSIONS[1:]:
+                    stem = stem.removesuffix(c)
+                if stem in seen:
+                    continue
+                seen.add(stem)
+            elif "primary.xml" not in path:
+                continue
+            fd, tmp = tempfile.mkstemp(prefix="idx-", dir=self.store.tmp)
+            with os.fdopen(fd, "wb") as dst, open_index(
+                    self.store.blob_path(manifest[path][0]), path) as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            out.append(Path(tmp))
+        return out
+
+    def _select(self, packages: list[Package], manifest: dict[str, FileRef]) -> list[Package]:
+        m = self.mirror
+        backend: Backend = AptBackend() if m.format == "apt" else RpmBackend()
+        chosen = packages
+        if m.filter:
+            wanted: set[tuple[str, str, str]] = set()
+            archs = m.architectures if m.format == "apt" else ("x86_64",)
+            for arch in archs:
+                files = self._plain_indexes(manifest, arch)
+                try:
+                    sel, warnings = closure("deb" if m.format == "apt" else "rpm", files,
+                                            m.filter, arch, m.filter_with_deps)
+                finally:
+                    for f in files:
+                        f.unlink(missing_ok=True)
+                for w in warnings:
+                    log.warning("%s: %s", self.repo.name, w)
+                    self.result.notes.append(w)
+                wanted |= sel
+            names = {(n, a) for n, _v, a in wanted}
+            chosen = [p for p in chosen if (p.name, p.version, p.arch) in wanted
+                      or (m.format == "rpm" and (p.name, p.arch) in names
+                          and _rpm_evr_match(p.version, wanted, p.name, p.arch))]
+        if m.keep_versions is not None:
+            by_name: dict[tuple[str, str], list[Package]] = {}
+            for p in chosen:
+                by_name.setdefault((p.name, p.arch), []).append(p)
+            chosen = []
+            for group in by_name.values():
+                group.sort(key=functools.cmp_to_key(
+                    lambda a, b: backend.compare_versions(a.version, b.version)), reverse=True)
+                chosen.extend(group[: m.keep_versions])
+        return chosen
+
+    async def _rewrite(self, upstream: dict[str, FileRef],
+                       packages: list[Package]) -> dict[str, FileRef]:
+        manifest: dict[str, FileRef] = {}
+        for path, ref in upstream.items():
+            if path.endswith(("InRelease", "Release", "Release.gpg", "repomd.xml",
+                              "repomd.xml.asc")):
+                manifest[f"_upstream/{path}"] = ref
+        manifest["_upstream/settings.json"] = await self._settings_blob()
+        keep = {p.location for p in packages}
+        signer = SigningKey(self.store.root)
+        if self.mirror.format == "apt":
+            for base, rel in self._suites:
+                files = await asyncio.to_thread(self._apt_indices, base, upstream, keep)
+                release = _release_text(rel, files, self.mirror)
+                inline, detached = await asyncio.to_thread(signer.sign, release)
+                for name, data in [*files.items(), ("Release", release), ("InRelease", inline),
+                                   ("Release.gpg", detached)]:
+                    manifest[base + name] = (await self.store.put_bytes(data), len(data))
+        else:
+            files = await asyncio.to_thread(self._createrepo, packages, signer)
+            for name, data in files.items():
+                manifest[name] = (await self.store.put_bytes(data), len(data))
+        return manifest
+
+    def _apt_indices(self, base: str, upstream: dict[str, FileRef],
+                     keep: set[str]) -> dict[str, bytes]:
+        import apt_pkg
+
+        files: dict[str, bytes] = {}
+        done: set[str] = set()
+        for path in sorted(upstream):
+            if not path.startswith(base) or "/by-hash/" in path:
+                continue
+            name = path[len(base):]
+            if name in ("InRelease", "Release", "Release.gpg"):
+                continue
+            stem = name
+            for c in COMPRESSIONS[1:]:
+                stem = stem.removesuffix(c)
+            if not stem.endswith("/Packages"):
+                with open(self.store.blob_path(upstream[path][0]), "rb") as f:
+                    files[name] = f.read()  # translations etc.: unchanged
+                continue
+            if stem in done:
+                continue
+            done.add(stem)
+            plain = self._plain_copy(upstream[path][0], path)
+            try:
+                parts = []
+                with open(plain, "rb") as f:
+                    for sec in apt_pkg.TagFile(f):
+                        if sec.get("Filename", "") in keep:
+                            parts.append(str(sec).rstrip("\n") + "\n")
+                text = "\n".join(parts).encode()
+            finally:
+                plain.unlink(missing_ok=True)
+            files[stem] = text
+            files[stem + ".xz"] = lzma.compress(text)
+            files[stem + ".gz"] = gzip.compress(text, mtime=0)
+        return files
+
+    def _plain_copy(self, sha: str, name: str) -> Path:
+        fd, tmp = tempfile.mkstemp(prefix="idx-", dir=self.store.tmp)
+        with os.fdopen(fd, "wb") as dst, open_index(self.store.blob_path(sha), name) as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        return Path(tmp)
+
+    def _createrepo(self, packages: list[Package], signer: SigningKey) -> dict[str, bytes]:
+        """rpm-md metadata for the kept packages, written by createrepo_c from
+        the packages themselves, signed with the depot's key."""
+        if shutil.which("createrepo_c") is None:
+            raise SyncError("createrepo_c is not installed (needed to filter rpm mirrors)",
+                            hint="apt-get install createrepo-c")
+        work = Path(tempfile.mkdtemp(prefix="repo-", dir=self.store.tmp))
+        try:
+            for p in packages:
+                entry_path = self.store.blob_path(self._entry_sha(p))
+                dest = work / p.location
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.link(entry_path, dest)
+            proc = subprocess.run(["createrepo_c", "--no-database", "--simple-md-filenames",
+                                   "--checksum", "sha256", str(work)],
+                                  capture_output=True, text=True, timeout=3600)
+            if proc.returncode != 0:
+                raise SyncError(f"createrepo_c failed: {proc.stderr.strip()[-500:]}")
+            out: dict[str, bytes] = {}
+            for f in (work / "repodata").iterdir():
+                out[f"repodata/{f.name}"] = f.read_bytes()
+            out["repodata/repomd.xml.asc"] = signer.detach_sign(out["repodata/repomd.xml"])
+            out["repodata/repomd.xml.key"] = signer.public_key()
+            return out
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _entry_sha(self, p: Package) -> str:
+        sha = self._kept.get(p.location)
+        if sha is None:
+            raise SyncError(f"{p.location}: not in the store after download")
+        return sha
 
     # -- downloads -----------------------------------------------------------
 
@@ -322,12 +549,14 @@ class Mirror:
             if entry is not None and (p.digest is None or p.digest.algo != "sha256"
                                       or p.digest.hexdigest == entry.sha256):
                 self.result.packages_reused += 1
+                self._kept[p.location] = entry.sha256
                 continue
             if p.digest is not None and p.digest.algo == "sha256" and p.size is not None \
                     and os.path.exists(self.store.blob_path(p.digest.hexdigest)):
                 now = time.time()
                 await self.store.commit_existing(Entry(key, p.digest.hexdigest, p.size, now, now))
                 self.result.packages_reused += 1
+                self._kept[p.location] = p.digest.hexdigest
                 continue
             todo.append(Want(p.location, p.size, p.digest))
         total = sum(w.size or 0 for w in todo)
@@ -338,7 +567,8 @@ class Mirror:
 
             async def one(w: Want) -> None:
                 async with sem:
-                    await self._download(w, keep_entry=True, bar=bar)
+                    sha, _size = await self._download(w, keep_entry=True, bar=bar)
+                    self._kept[w.path] = sha
 
             results = await asyncio.gather(*(one(w) for w in todo), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]

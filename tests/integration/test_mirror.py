@@ -138,3 +138,50 @@ def test_rpm_mirror_with_dnf(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey
     c.add_repo(repo.repo_file("mirror", f"{depot.url}/rpms"))
     c.install(["greet"])
     assert "greet" in c.installed()
+
+
+def test_filtered_apt_mirror_signed_by_the_depot(tmp_path: Path, upstream: Upstream,
+                                                 gpg_key: GpgKey) -> None:
+    build_apt_repo(upstream.root / "debian", gpg_key, DEBS)
+    cfg = config(upstream, gpg_key.public_armored).replace(
+        'architectures = ["amd64"]\n', 'architectures = ["amd64"]\nfilter = ["hell*"]\n', 1)
+    with DepotProcess(tmp_path / "depot", cfg) as depot:
+        out = sync(depot, "deb")
+        assert "2 packages" in out  # hello and what it depends on (pkg1)
+        assert upstream.count(suffix(".deb")) == 2
+        key = subprocess.run([sys.executable, "-m", "pkgdepot", "signing-key", "--data-dir",
+                              str(depot.data_dir)], capture_output=True, cwd=ROOT, check=True,
+                             timeout=60).stdout
+        assert key.startswith(b"-----BEGIN PGP PUBLIC KEY BLOCK-----")
+        keyfile = tmp_path / "depot.asc"
+        keyfile.write_bytes(key)
+        c = apt(tmp_path, "c", f"deb [signed-by={keyfile}] {depot.url}/deb stable main")
+        c.update()
+        c.install(["hello"])
+        assert c.installed() == {"hello": "1.0", "pkg1": "1.0"}
+        assert not c.install(["pkg5"], check=False).ok  # filtered out
+        # the same filter and the same upstream: nothing to do
+        assert "upstream unchanged" in sync(depot, "deb")
+
+
+def test_rpm_mirror_keeps_newest_versions(tmp_path: Path, upstream: Upstream,
+                                          gpg_key: GpgKey) -> None:
+    specs = [RpmSpec("greet", v, files={"/usr/share/greet": v.encode()}) for v in
+             ("1.0", "1.1", "2.0")]
+    build_rpm_repo(upstream.root / "rpms", gpg_key, specs)
+    cfg = config(upstream, gpg_key.public_armored) + "keep_versions = 2\n"
+    with DepotProcess(tmp_path / "depot", cfg) as depot:
+        out = sync(depot, "rpms")
+        assert "2 packages" in out
+        assert upstream.count(suffix("greet-1.0-1.noarch.rpm")) == 0
+        key = tmp_path / "depot.asc"
+        key.write_bytes(subprocess.run(
+            [sys.executable, "-m", "pkgdepot", "signing-key", "--data-dir", str(depot.data_dir)],
+            capture_output=True, cwd=ROOT, check=True, timeout=60).stdout)
+        c = DnfClient(tmp_path / "dnf")
+        c.add_repo(f"[m]\nname=m\nbaseurl={depot.url}/rpms/\nrepo_gpgcheck=1\ngpgcheck=0\n"
+                   f"gpgkey=file://{key}\nmetadata_expire=0\n")
+        c.install(["greet"])
+        assert c.installed()["greet"] == "2.0-1"
+        versions = c.run(["list", "--showduplicates", "greet"], check=False).stdout
+        assert "1.1-1" in versions and "1.0-1" not in versions
