@@ -63,6 +63,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "data_dir", "str", "",
             "Where blobs and the catalog live. Default: /var/cache/pkgdepot as root, "
             "else ~/.cache/pkgdepot."),
+    Setting("server", "public_url", "str", "",
+            "The URL clients use to reach the depot (e.g. http://depot.example:3142); "
+            "used in metadata the depot signs itself (the Snapshots: field)."),
     Setting("server", "allow_clients", "networks", list(PRIVATE_CLIENT_NETWORKS),
             "Client networks (CIDR) that may use the depot. Default: loopback and the "
             "private ranges."),
@@ -113,6 +116,8 @@ MIRROR_KEYS: dict[str, str] = {
     "filter_with_deps": "With filter: also every package the selected ones need, as libsolv "
                         "resolves it (default true).",
     "keep_versions": "Keep only the newest N versions of each package (default: all).",
+    "resign": "Write and sign the metadata with the depot's own key even without a filter "
+              "(adds a Snapshots: field when server.public_url is set; default false).",
     "concurrency": "Parallel downloads during a sync (default 8).",
     "allow_unsigned": "Sync without a keyring (default false: a mirror needs one).",
 }
@@ -131,11 +136,12 @@ class MirrorConfig:
     filter: tuple[str, ...] = ()
     filter_with_deps: bool = True
     keep_versions: int | None = None
+    resign: bool = False
 
     @property
     def rewrites(self) -> bool:
         """Whether the depot writes (and signs) the metadata itself."""
-        return bool(self.filter) or self.keep_versions is not None
+        return bool(self.filter) or self.keep_versions is not None or self.resign
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,7 @@ class Config:
     allow_networks: tuple[Network, ...] = ()
     allow_connect: tuple[str, ...] = ()
     user_agent: str = "pkgdepot/0.1"
+    public_url: str = ""
     repos: Mapping[str, RepoConfig] = field(default_factory=dict)
 
 
@@ -281,7 +288,7 @@ def _parse_mirror(prefix: str, table: object) -> MirrorConfig:
                     or ".." in item:
                     raise ConfigError(f"{prefix}.{key}: {item!r} is not a valid name")
             kw[key] = tuple(items)
-    for key in ("sources", "udebs", "allow_unsigned", "filter_with_deps"):
+    for key in ("sources", "udebs", "allow_unsigned", "filter_with_deps", "resign"):
         if key in table:
             kw[key] = _as_bool(f"{prefix}.{key}", table[key])
     if "keep_versions" in table:
@@ -339,6 +346,8 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
                 kwargs["data_dir"] = Path(str(value))
             continue
         kwargs[s.key] = value
+    if kwargs.get("public_url"):
+        kwargs["public_url"] = _check_url("server.public_url", kwargs["public_url"])
     for hp in kwargs.get("allow_connect", ()):
         if not re.fullmatch(r"[A-Za-z0-9.-]+:\d+", hp):
             raise ConfigError(f"upstream.allow_connect: {hp!r} is not HOST:PORT")

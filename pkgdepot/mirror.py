@@ -99,7 +99,8 @@ def _rpm_evr_match(version: str, wanted: set[tuple[str, str, str]], name: str,
     return (name, version, arch) in wanted or (name, version.removeprefix("0:"), arch) in wanted
 
 
-def _release_text(upstream: deb822.Release, files: dict[str, bytes], m: MirrorConfig) -> bytes:
+def _release_text(upstream: deb822.Release, files: dict[str, bytes], m: MirrorConfig,
+                  snapshots_url: str | None = None) -> bytes:
     """A Release file (deb822) listing the indices the depot wrote."""
     lines = []
     for key in ("Origin", "Label", "Suite", "Version", "Codename"):
@@ -108,7 +109,10 @@ def _release_text(upstream: deb822.Release, files: dict[str, bytes], m: MirrorCo
     lines.append(f"Date: {email.utils.formatdate(time.time(), usegmt=True)}")
     lines.append(f"Architectures: {' '.join(m.architectures)}")
     lines.append(f"Components: {' '.join(m.components)}")
-    lines.append("Description: filtered by pkgdepot and signed with its own key")
+    lines.append("Description: written by pkgdepot and signed with its own key")
+    if snapshots_url:
+        # apt >= 2.7: `apt update --snapshot YYYYMMDDTHHMMSSZ` fetches that state
+        lines.append(f"Snapshots: {snapshots_url}")
     for fld, algo in (("MD5Sum", "md5"), ("SHA256", "sha256")):
         lines.append(f"{fld}:")
         for name, data in sorted(files.items()):
@@ -435,7 +439,10 @@ class Mirror:
         if self.mirror.format == "apt":
             for base, rel in self._suites:
                 files = await asyncio.to_thread(self._apt_indices, base, upstream, keep)
-                release = _release_text(rel, files, self.mirror)
+                snapshots_url = (f"{self.config.public_url.rstrip('/')}/snapshot/"
+                                 f"{self.repo.name}/@SNAPSHOTID@/"
+                                 if self.config.public_url else None)
+                release = _release_text(rel, files, self.mirror, snapshots_url)
                 inline, detached = await asyncio.to_thread(signer.sign, release)
                 for name, data in [*files.items(), ("Release", release), ("InRelease", inline),
                                    ("Release.gpg", detached)]:

@@ -145,8 +145,11 @@ def test_filtered_apt_mirror_signed_by_the_depot(tmp_path: Path, upstream: Upstr
     build_apt_repo(upstream.root / "debian", gpg_key, DEBS)
     cfg = config(upstream, gpg_key.public_armored).replace(
         'architectures = ["amd64"]\n', 'architectures = ["amd64"]\nfilter = ["hell*"]\n', 1)
+    cfg = '[server]\npublic_url = "http://depot.example:3142"\n' + cfg
     with DepotProcess(tmp_path / "depot", cfg) as depot:
         out = sync(depot, "deb")
+        release = depot.get("/deb/dists/stable/Release")[2].decode()
+        assert "Snapshots: http://depot.example:3142/snapshot/deb/@SNAPSHOTID@/" in release
         assert "2 packages" in out  # hello and what it depends on (pkg1)
         assert upstream.count(suffix(".deb")) == 2
         key = subprocess.run([sys.executable, "-m", "pkgdepot", "signing-key", "--data-dir",
