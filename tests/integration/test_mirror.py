@@ -3,6 +3,7 @@ the upstream is down, resumable, refusing a bad signature."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import time
@@ -188,3 +189,34 @@ def test_rpm_mirror_keeps_newest_versions(tmp_path: Path, upstream: Upstream,
         assert c.installed()["greet"] == "2.0-1"
         versions = c.run(["list", "--showduplicates", "greet"], check=False).stdout
         assert "1.1-1" in versions and "1.0-1" not in versions
+
+
+def test_sync_killed_midway_resumes(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey,
+                                    depot: DepotProcess) -> None:
+    """SIGKILL in the middle of the package downloads: nothing is published, and
+    the next sync downloads only what had not been verified and kept."""
+    repo = build_apt_repo(upstream.root / "debian", gpg_key, DEBS)
+    upstream.slow(suffix(".deb"), bytes_per_second=20_000)  # ~0.3 s a package
+    proc = subprocess.Popen([sys.executable, "-m", "pkgdepot", "mirror", "sync", "deb",
+                             "--data-dir", str(depot.data_dir), "--config",
+                             str(depot.config_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert upstream.wait_for(lambda log: sum(
+            1 for r in log if r.path.endswith(".deb") and r.done) >= 3, timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert depot.get("/deb/dists/stable/InRelease")[0] == 404  # nothing published
+    done_before = {r.path for r in upstream.records(suffix(".deb"), status=200)
+                   if r.done and not r.aborted}
+    upstream.clear_faults()
+    upstream.clear_log()
+    sync(depot, "deb")
+    again = {r.path for r in upstream.records(suffix(".deb"))}
+    assert again.isdisjoint(done_before) and len(done_before) >= 3
+    assert len(again) < len(repo.packages)
+    assert depot.get("/deb/dists/stable/InRelease")[0] == 200
+    for p in repo.packages:  # the published state is complete
+        status, _h, body = depot.get(f"/deb/{p.path}")
+        assert status == 200 and hashlib.sha256(body).hexdigest() == p.sha256
