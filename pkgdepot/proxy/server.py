@@ -13,13 +13,14 @@ import html
 import ipaddress
 import json
 import logging
+import os
 import socket
 import struct
 import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
@@ -50,8 +51,10 @@ from pkgdepot.store.fs import FsStore
 
 log = logging.getLogger(__name__)
 SERVER = f"pkgdepot/{__version__}"
-SMALL_BLOB = 128 << 10
-SMALL_CACHE_BYTES = 64 << 20
+SMALL_BLOB = 16 << 10          # hits up to this size are answered from memory, one write
+SMALL_CACHE_BYTES = 32 << 20
+MEMORY_SEND = 1 << 20          # up to this size: read (from the page cache) and write once
+OPEN_BLOBS = 256               # blobs kept open for sendfile and reads
 
 
 class SmallBlobs:
@@ -78,6 +81,58 @@ class SmallBlobs:
             self._size -= len(old)
 
 
+class OpenBlobs:
+    """An LRU of open blob files shared by concurrent responses (sendfile takes
+    explicit offsets, so one descriptor serves many clients). A file is closed
+    only once the last response using it is done."""
+
+    def __init__(self, limit: int = OPEN_BLOBS) -> None:
+        self._files: OrderedDict[str, list[Any]] = OrderedDict()  # sha -> [file, users]
+        self._limit = limit
+
+    def get(self, sha: str) -> BinaryIO | None:
+        item = self._files.get(sha)
+        if item is None:
+            return None
+        self._files.move_to_end(sha)
+        item[1] += 1
+        return item[0]  # type: ignore[no-any-return]
+
+    def put(self, sha: str, f: BinaryIO) -> BinaryIO:
+        item = self._files.get(sha)
+        if item is not None:  # another response opened it meanwhile
+            f.close()
+            item[1] += 1
+            return item[0]  # type: ignore[no-any-return]
+        self._files[sha] = [f, 1]
+        while len(self._files) > self._limit:
+            old_sha, old = next(iter(self._files.items()))
+            if old[1] > 0:
+                break  # busy: close later
+            del self._files[old_sha]
+            old[0].close()
+        return f
+
+    def release(self, sha: str) -> None:
+        item = self._files.get(sha)
+        if item is not None:
+            item[1] -= 1
+
+
+def _read_nowait(f: BinaryIO, size: int) -> bytes | None:
+    """The whole file if it is in the page cache, without ever blocking on
+    the disk (preadv with RWF_NOWAIT); None when it would block."""
+    flag = getattr(os, "RWF_NOWAIT", None)
+    if flag is None:
+        return None
+    buf = bytearray(size)
+    try:
+        n = os.preadv(f.fileno(), [buf], 0, flag)
+    except (BlockingIOError, OSError):
+        return None
+    return bytes(buf) if n == size else None
+
+
 def _abort(request: web.BaseRequest) -> None:
     """Reset the client's connection (RST), so it cannot mistake a partial or
     bad body for a complete one."""
@@ -100,6 +155,7 @@ class Depot:
         self.fetcher = Fetcher(config)
         self.router = Router(config)
         self.small = SmallBlobs()
+        self.open_blobs = OpenBlobs()
         self.started = time.time()
         self.cache: Cache | None = None
         self.snapshots = Snapshots(self.store)
@@ -330,11 +386,23 @@ class Depot:
                 headers["Content-Length"] = str(len(data))
                 return web.Response(headers=headers)
             return web.Response(body=data, headers=headers)
-        f = await asyncio.to_thread(self.store.open_blob, entry.sha256)
+        f = self.open_blobs.get(entry.sha256)
+        if f is None:
+            f = self.open_blobs.put(entry.sha256, await asyncio.to_thread(
+                self.store.open_blob, entry.sha256))
         try:
+            if ranges is None and entry.size <= MEMORY_SEND and not head_only:
+                # Mid-sized: one read from the page cache that cannot block
+                # (RWF_NOWAIT), one write with the headers. Cheaper than sendfile's
+                # extra event-loop round trips at this size.
+                data = _read_nowait(f, entry.size)
+                if data is None:
+                    data = await asyncio.to_thread(os.pread, f.fileno(), entry.size, 0)
+                if data is not None and len(data) == entry.size:
+                    return web.Response(body=data, headers=headers)
             return await self._send_ranges(request, f, entry.size, ranges, headers, head_only)
         finally:
-            f.close()
+            self.open_blobs.release(entry.sha256)
 
     def _read_blob(self, entry: Entry) -> bytes:
         with self.store.open_blob(entry.sha256) as f:
@@ -380,7 +448,10 @@ class Depot:
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client went away")
-        await loop.sendfile(transport, f, offset, count)
+        try:
+            await loop.sendfile(transport, f, offset, count)
+        except ConnectionError as e:
+            raise ConnectionResetError("client went away") from e
 
     async def _serve_stream(self, request: web.BaseRequest, route: Route,
                             st: Streaming) -> web.StreamResponse:
