@@ -1,0 +1,1 @@
+"""pkgdepot build: OS templates and appliances straight from package lists."""
