@@ -186,7 +186,12 @@ class FsStore:
         os.close(fd)
         return Path(name)
 
-    def _place(self, temp: Path, sha256: str) -> None:
+    def _place(self, temp: Path, sha256: str, synced: bool = False) -> None:
+        """Move a complete temporary file into the store under its hash. The
+        file is fsynced first (unless the writer already did) so that after a
+        power loss a blob never holds other bytes than its name says. The
+        directory is not fsynced: a rename lost with it leaves a catalog entry
+        without a blob, which the check at start drops (fetched again later)."""
         dest = self.blob_path(sha256)
         try:
             # Already there: a fresh mtime keeps a running garbage collection off it.
@@ -195,19 +200,15 @@ class FsStore:
             return
         except FileNotFoundError:
             pass
-        with open(temp, "rb") as f:
-            os.fsync(f.fileno())
+        if not synced:
+            with open(temp, "rb") as f:
+                os.fsync(f.fileno())
         dest.parent.mkdir(exist_ok=True)
         os.chmod(temp, 0o444)
         os.replace(temp, dest)
-        dfd = os.open(dest.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
-    async def commit(self, temp: Path, entry: Entry) -> Entry:
-        await asyncio.to_thread(self._place, temp, entry.sha256)
+    async def commit(self, temp: Path, entry: Entry, synced: bool = False) -> Entry:
+        await asyncio.to_thread(self._place, temp, entry.sha256, synced)
         await self._call(self._put, entry)
         self._entries[entry.key] = entry
         return entry

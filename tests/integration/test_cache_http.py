@@ -156,7 +156,8 @@ def test_connection_cut_mid_body(depot: DepotProcess, upstream: Upstream, www: P
     data = (www / DEB).read_bytes()
     upstream.cut("/" + DEB, after=100_000, times=1)
     status, length, body, complete = _read_all(depot.port, via(upstream, DEB))
-    assert status == 200 and not complete and len(body) < length
+    # the client sees an error: a reset mid-body, or a 502 if the cut came first
+    assert (status == 200 and not complete and len(body) < length) or status == 502
     status, _h, body = depot.get(via(upstream, DEB))
     assert status == 200 and body == data
     assert settled(upstream, "/" + DEB, 2) == 2
