@@ -264,20 +264,27 @@ class Mirror:
         temp = await self._temp(release)
         plain = temp.with_name(temp.name + ".txt")
         plain.write_bytes(release)
-        try:
-            sig = await self._get_bytes(base + "Release.gpg")
-        except NotFound as e:
-            if self.keyring is not None:
-                raise VerificationError(f"{self.repo.name}: {base}Release has no Release.gpg "
-                                        "and no InRelease: nothing to check it with") from e
-            sig = None
+        sig = await self._check_detached(base + "Release", temp)
         if sig is not None:
-            sig_temp = await self._temp(sig)
-            if self.keyring is not None:
-                await asyncio.to_thread(openpgp.verify_detached, self.keyring, sig_temp, temp)
-            out[base + "Release.gpg"] = await self._keep(sig_temp, sig)
+            out[base + "Release.gpg"] = sig
         out[base + "Release"] = await self._keep(temp, release)
         return out, plain
+
+    async def _check_detached(self, path: str, temp: Path) -> FileRef | None:
+        """Fetch the detached signature of `path` (already in `temp`) and check it
+        with the keyring; its blob, or None for an unsigned repository."""
+        sig_path = path + (".gpg" if path.endswith("Release") else ".asc")
+        try:
+            sig = await self._get_bytes(sig_path)
+        except NotFound as e:
+            if self.keyring is not None:
+                raise VerificationError(f"{self.repo.name}: {path} has no signature "
+                                        f"({sig_path}): nothing to check it with") from e
+            return None
+        sig_temp = await self._temp(sig)
+        if self.keyring is not None:
+            await asyncio.to_thread(openpgp.verify_detached, self.keyring, sig_temp, temp)
+        return await self._keep(sig_temp, sig)
 
     def _apt_packages(self, refs: dict[str, FileRef]) -> list[Package]:
         backend = AptBackend()
@@ -311,18 +318,9 @@ class Mirror:
         repomd = await self._get_bytes("repodata/repomd.xml")
         manifest: dict[str, FileRef] = {}
         temp = await self._temp(repomd)
-        try:
-            sig = await self._get_bytes("repodata/repomd.xml.asc")
-        except NotFound as e:
-            if self.keyring is not None:
-                raise VerificationError(f"{self.repo.name}: repodata/repomd.xml has no "
-                                        "repomd.xml.asc: nothing to check it with") from e
-            sig = None
+        sig = await self._check_detached("repodata/repomd.xml", temp)
         if sig is not None:
-            sig_temp = await self._temp(sig)
-            if self.keyring is not None:
-                await asyncio.to_thread(openpgp.verify_detached, self.keyring, sig_temp, temp)
-            manifest["repodata/repomd.xml.asc"] = await self._keep(sig_temp, sig)
+            manifest["repodata/repomd.xml.asc"] = sig
         data = await asyncio.to_thread(parse_repomd, temp)
         manifest["repodata/repomd.xml"] = await self._keep(temp, repomd)
         same = published.get(self._upstream_name("repodata/repomd.xml")) == manifest[
