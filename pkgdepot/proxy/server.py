@@ -54,7 +54,7 @@ SERVER = f"pkgdepot/{__version__}"
 SMALL_BLOB = 16 << 10          # hits up to this size are answered from memory, one write
 SMALL_CACHE_BYTES = 32 << 20
 MEMORY_SEND = 1 << 20          # up to this size: read (from the page cache) and write once
-OPEN_BLOBS = 256               # blobs kept open for sendfile and reads
+OPEN_BLOBS = 2048              # blobs kept open for sendfile and reads (see _raise_nofile)
 
 
 class SmallBlobs:
@@ -155,7 +155,7 @@ class Depot:
         self.fetcher = Fetcher(config)
         self.router = Router(config)
         self.small = SmallBlobs()
-        self.open_blobs = OpenBlobs()
+        self.open_blobs = OpenBlobs(OPEN_BLOBS)
         self.started = time.time()
         self.cache: Cache | None = None
         self.snapshots = Snapshots(self.store)
@@ -506,8 +506,23 @@ def make_server(depot: Depot) -> web.Server:
                       max_field_size=8190, handler_cancellation=False)
 
 
+def _raise_nofile() -> None:
+    """Client connections and open blobs are file descriptors: use the hard
+    limit, and keep the open-blob cache well inside it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    global OPEN_BLOBS
+    OPEN_BLOBS = max(64, min(OPEN_BLOBS, (soft - 256) // 4 if soft > 0 else OPEN_BLOBS))
+
+
 async def serve(config: Config, ready: asyncio.Event | None = None,
                 stop: asyncio.Event | None = None) -> None:
+    _raise_nofile()
     depot = Depot(config)
     await depot.start()
     server = make_server(depot)
