@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,16 @@ from pkgdepot.store.fs import FsStore
 
 log = logging.getLogger(__name__)
 COMPRESSIONS = ("", ".xz", ".gz", ".bz2", ".lzma", ".zst")
+#: Which compression of an index a sync fetches, best first.
+PREFERRED = (".xz", ".zst", ".gz", ".bz2", ".lzma")
+
+
+def _stem(name: str) -> str:
+    for c in COMPRESSIONS[1:]:
+        if name.endswith(c):
+            return name[: -len(c)]
+    return name
+SMALL_FILE = 1 << 20  # bodies up to this size are read whole and written in one go
 
 
 class SyncError(PkgdepotError):
@@ -163,6 +173,7 @@ class Mirror:
         changes: dict[str, FileRef | None] = dict(manifest)
         for path in published.keys() - manifest.keys():
             changes[path] = None
+        await asyncio.to_thread(os.sync)  # every blob durable before the state names it
         snap = await self.snapshots.record(self.repo.name, changes, "mirror")
         self.result.snapshot = snap or latest
         self.result.seconds = time.monotonic() - t0
@@ -175,6 +186,7 @@ class Mirror:
         manifest: dict[str, FileRef] = {}
         wants: list[Want] = []
         aliases: dict[str, list[str]] = {}
+        plain_wants: dict[str, tuple[int, Digest]] = {}
         unchanged = True
         releases: list[tuple[str, Path]] = []
         for suite in self.mirror.suites:
@@ -206,18 +218,64 @@ class Mirror:
                 path = base + name
                 directory = path.rsplit("/", 1)[0]
                 sha = next((d for d in digests if d.algo == "sha256"), None)
+                aliases[path] = [f"{directory}/by-hash/{BY_HASH_DIR[d.algo]}/{d.hexdigest}"
+                                 for d in digests]
+                if _stem(name) != name and not self._best(name, entries):
+                    continue  # another compression of this index is fetched instead
+                if _stem(name) == name and self._has_compressed(name, entries):
+                    plain_wants[path] = (size, sha or digests[0])  # derived locally
+                    continue
                 fetch = (f"{directory}/by-hash/SHA256/{sha.hexdigest}"
                          if by_hash and sha is not None else None)
                 wants.append(Want(path, size, sha or digests[0], fetch))
-                aliases[path] = [f"{directory}/by-hash/{BY_HASH_DIR[d.algo]}/{d.hexdigest}"
-                                 for d in digests]
         refs = await self._metadata(wants)
+        refs.update(await asyncio.to_thread(self._derive_plain, refs, plain_wants))
         manifest.update(refs)
         for path, names in aliases.items():  # by-hash copies are the same blob
-            for alias in names:
-                manifest[alias] = refs[path]
+            if path in refs:
+                for alias in names:
+                    manifest[alias] = refs[path]
         packages = await asyncio.to_thread(self._apt_packages, refs)
         return manifest, packages
+
+    @staticmethod
+    def _has_compressed(stem: str, entries: Mapping[str, object]) -> bool:
+        return any(stem + c in entries for c in PREFERRED)
+
+    @staticmethod
+    def _best(name: str, entries: Mapping[str, object]) -> bool:
+        """Whether `name` is the compression of its index that a sync fetches:
+        the smallest kind the Release lists (xz, then zst, gz, bz2, lzma)."""
+        stem = _stem(name)
+        for c in PREFERRED:
+            if stem + c in entries:
+                return name == stem + c
+        return name == stem
+
+    def _derive_plain(self, refs: dict[str, FileRef],
+                      plain_wants: dict[str, tuple[int, Digest]]) -> dict[str, FileRef]:
+        """Uncompressed indices, made from the compressed ones fetched, kept only
+        when they match the size and hash the Release gives for them."""
+        out: dict[str, FileRef] = {}
+        for path, (size, digest) in plain_wants.items():
+            src = next((path + c for c in PREFERRED if path + c in refs), None)
+            if src is None:
+                continue
+            plain = self._plain_copy(refs[src][0], src)
+            h = hashlib.new(digest.algo)
+            sha = hashlib.sha256()
+            with open(plain, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+                    sha.update(chunk)
+            if plain.stat().st_size != size or h.hexdigest() != digest.hexdigest:
+                log.warning("%s: decompressed %s does not match the Release; not served",
+                            self.repo.name, src)
+                plain.unlink(missing_ok=True)
+                continue
+            self.store._place(plain, sha.hexdigest(), True)
+            out[path] = (sha.hexdigest(), size)
+        return out
 
     def _apt_index_names(self, names: Iterable[str]) -> list[str]:
         m = self.mirror
@@ -547,10 +605,14 @@ class Mirror:
 
     async def _packages(self, packages: list[Package]) -> None:
         self.result.packages_total = len(packages)
+        prefix = f"repo/{self.repo.name}/"
+        known = await self.store.entries_with_prefix(prefix)
         todo: list[Want] = []
+        existing: list[Entry] = []
+        now = time.time()
         for p in packages:
-            key = f"repo/{self.repo.name}/{p.location}"
-            entry = await self.store.load(key)
+            key = prefix + p.location
+            entry = known.get(key)
             if entry is not None and (p.digest is None or p.digest.algo != "sha256"
                                       or p.digest.hexdigest == entry.sha256):
                 self.result.packages_reused += 1
@@ -558,24 +620,41 @@ class Mirror:
                 continue
             if p.digest is not None and p.digest.algo == "sha256" and p.size is not None \
                     and os.path.exists(self.store.blob_path(p.digest.hexdigest)):
-                now = time.time()
-                await self.store.commit_existing(Entry(key, p.digest.hexdigest, p.size, now, now))
+                # verified and kept by an earlier (interrupted) sync, or shared
+                existing.append(Entry(key, p.digest.hexdigest, p.size, now, now))
                 self.result.packages_reused += 1
                 self._kept[p.location] = p.digest.hexdigest
                 continue
             todo.append(Want(p.location, p.size, p.digest))
+        if existing:
+            await self.store.commit_entries(existing, refresh=True)
         total = sum(w.size or 0 for w in todo)
         if not todo:
             return
+        batch: list[Entry] = []
+
+        async def flush() -> None:
+            entries, batch[:] = list(batch), []
+            if entries:
+                # one sync of the file system for the whole batch, then one
+                # transaction: a blob is durable before the catalog names it
+                await asyncio.to_thread(os.sync)
+                await self.store.commit_entries(entries)
+
         with Progress(f"{self.repo.name}: {len(todo)} packages", total) as bar:
             sem = asyncio.Semaphore(self.mirror.concurrency)
 
             async def one(w: Want) -> None:
                 async with sem:
-                    sha, _size = await self._download(w, keep_entry=True, bar=bar)
+                    sha, size = await self._download(w, keep_entry=False, bar=bar)
                     self._kept[w.path] = sha
+                    t = time.time()
+                    batch.append(Entry(prefix + w.path, sha, size, t, t))
+                    if len(batch) >= 500:
+                        await flush()
 
             results = await asyncio.gather(*(one(w) for w in todo), return_exceptions=True)
+            await flush()
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             for e in errors[:5]:
@@ -613,7 +692,7 @@ class Mirror:
     async def _download_from(self, url: str, w: Want, keep_entry: bool,
                              bar: Progress | None) -> tuple[str, int]:
         up = await self.fetcher.get(url)
-        temp = await asyncio.to_thread(self.store.new_temp)
+        temp: Path | None = None
         try:
             if up.status == 404:
                 raise NotFound(f"{url}: 404")
@@ -621,16 +700,27 @@ class Mirror:
                 raise UpstreamError(f"{url}: HTTP {up.status}")
             sha = hashlib.sha256()
             extra = hashlib.new(w.digest.algo) if w.digest and w.digest.algo != "sha256" else None
-            size = 0
-            with open(temp, "wb") as f:
-                async for chunk in up.response.content.iter_chunked(1 << 18):
-                    await asyncio.to_thread(f.write, chunk)
-                    sha.update(chunk)
-                    if extra is not None:
-                        extra.update(chunk)
-                    size += len(chunk)
-                    if bar is not None:
-                        bar.advance(len(chunk))
+            length = up.response.content_length
+            body: bytes | None = None
+            if length is not None and length <= SMALL_FILE:
+                # small: read whole, hash on the loop (microseconds), one thread hop
+                body = await up.response.content.read(SMALL_FILE + 1)
+                sha.update(body)
+                if extra is not None:
+                    extra.update(body)
+                size = len(body)
+            else:
+                temp = await asyncio.to_thread(self.store.new_temp)
+                size = 0
+                with open(temp, "wb") as f:
+                    async for chunk in up.response.content.iter_chunked(1 << 18):
+                        await asyncio.to_thread(f.write, chunk)
+                        sha.update(chunk)
+                        if extra is not None:
+                            extra.update(chunk)
+                        size += len(chunk)
+                        if bar is not None:
+                            bar.advance(len(chunk))
             if w.size is not None and size != w.size:
                 raise VerificationError(f"{url}: {size} bytes, the index says {w.size}")
             if w.digest is not None:
@@ -641,12 +731,25 @@ class Mirror:
             hexd = sha.hexdigest()
             self.result.files_downloaded += 1
             self.result.bytes_downloaded += size
-            now = time.time()
-            if keep_entry:
+            if body is not None:
+                if bar is not None:
+                    bar.advance(size)
+                # durability: the caller syncs before it records the blob anywhere
+                await asyncio.to_thread(self.store.place_bytes, body, hexd)
+            elif keep_entry:
+                assert temp is not None
+                now = time.time()
                 await self.store.commit(temp, Entry(f"repo/{self.repo.name}/{w.path}", hexd,
                                                     size, now, now))
+                temp = None
             else:
-                await asyncio.to_thread(self.store._place, temp, hexd)
+                assert temp is not None
+                await asyncio.to_thread(self.store._place, temp, hexd, True)
+                temp = None
+            if body is not None and keep_entry:
+                now = time.time()
+                await self.store.commit_entries([Entry(f"repo/{self.repo.name}/{w.path}", hexd,
+                                                       size, now, now)])
             return hexd, size
         except TimeoutError as e:
             raise UpstreamError(f"{url}: timed out") from e
@@ -654,7 +757,8 @@ class Mirror:
             raise UpstreamError(f"{url}: {e}") from e
         finally:
             up.release()
-            temp.unlink(missing_ok=True)
+            if temp is not None:
+                temp.unlink(missing_ok=True)
 
     async def _get_bytes(self, path: str, limit: int = 64 << 20) -> bytes:
         errors: list[str] = []

@@ -8,8 +8,10 @@ snapshot S is the row with the greatest snapshot id <= S. So a new snapshot
 costs one row per changed file, whatever the number of packages or of earlier
 snapshots, and no package is ever copied: packages stay in the pool.
 
-Timestamps are whole UTC seconds, strictly increasing per repository; a
-point in time resolves to the newest snapshot not later than it.
+Timestamps are whole UTC seconds; a point in time resolves to the newest
+snapshot not later than it. Several changes within one second make one state
+(the last), unless the earlier one is tagged: then both stay, the newer one
+reachable by time and the tagged one by its tag.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     created INTEGER NOT NULL,
     kind TEXT NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS snapshots_repo_created ON snapshots(repo, created);
+DROP INDEX IF EXISTS snapshots_repo_created;
+CREATE INDEX IF NOT EXISTS snapshots_repo_time ON snapshots(repo, created, id);
 CREATE TABLE IF NOT EXISTS snapshot_files (
     repo TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -122,14 +125,23 @@ class Snapshots:
                         if _view(db, repo, p, latest.id if latest else None) != ref}
                 if not real:
                     return None
-                created = max(now, latest.created + 1) if latest else now
+                rows = [(p, ref[0] if ref else None, ref[1] if ref else None)
+                        for p, ref in real.items()]
+                if latest is not None and now <= latest.created:
+                    tagged = db.execute("SELECT 1 FROM tags WHERE snapshot=?",
+                                        (latest.id,)).fetchone()
+                    if not tagged and latest.kind == kind:
+                        # the same second: this is the state of that second
+                        db.executemany("INSERT OR REPLACE INTO snapshot_files VALUES "
+                                       "(?,?,?,?,?)", [(repo, p, latest.id, s, n)
+                                                       for p, s, n in rows])
+                        return latest
+                created = max(now, latest.created) if latest else now
                 cur = db.execute("INSERT INTO snapshots (repo, created, kind) VALUES (?,?,?)",
                                  (repo, created, kind))
                 sid = int(cur.lastrowid or 0)
-                db.executemany(
-                    "INSERT INTO snapshot_files VALUES (?,?,?,?,?)",
-                    [(repo, p, sid, ref[0] if ref else None, ref[1] if ref else None)
-                     for p, ref in real.items()])
+                db.executemany("INSERT INTO snapshot_files VALUES (?,?,?,?,?)",
+                               [(repo, p, sid, s, n) for p, s, n in rows])
                 return Snapshot(sid, repo, created, kind)
 
         return await self.store.run_db(run)
@@ -165,7 +177,7 @@ class Snapshots:
                                         "ORDER BY name", (repo,)):
                 tags.setdefault(sid, []).append(name)
             rows = db.execute("SELECT id, repo, created, kind FROM snapshots WHERE repo=? "
-                              "ORDER BY created DESC", (repo,)).fetchall()
+                              "ORDER BY created DESC, id DESC", (repo,)).fetchall()
             return [_snap(r, tuple(tags.get(r[0], ()))) for r in rows]
 
         return await self.store.run_db(run)
@@ -186,7 +198,7 @@ class Snapshots:
             if STAMP_RE.match(when):
                 ts = parse_stamp(when)
                 row = db.execute("SELECT id, repo, created, kind FROM snapshots WHERE repo=? "
-                                 "AND created<=? ORDER BY created DESC LIMIT 1",
+                                 "AND created<=? ORDER BY created DESC, id DESC LIMIT 1",
                                  (repo, ts)).fetchone()
                 if row is None:
                     first = db.execute("SELECT MIN(created) FROM snapshots WHERE repo=?",
@@ -265,7 +277,7 @@ class Snapshots:
                 db.execute("BEGIN IMMEDIATE")
                 snaps = [_snap(r) for r in db.execute(
                     "SELECT id, repo, created, kind FROM snapshots WHERE repo=? "
-                    "ORDER BY created", (repo,))]
+                    "ORDER BY created, id", (repo,))]
                 tagged = {r[0] for r in db.execute("SELECT snapshot FROM tags WHERE repo=?",
                                                     (repo,))}
                 protected = {s.id for s in snaps[-max(keep_last, 1):]}
@@ -291,7 +303,7 @@ class Snapshots:
 
 def _latest(db: sqlite3.Connection, repo: str) -> Snapshot | None:
     row = db.execute("SELECT id, repo, created, kind FROM snapshots WHERE repo=? "
-                     "ORDER BY created DESC LIMIT 1", (repo,)).fetchone()
+                     "ORDER BY created DESC, id DESC LIMIT 1", (repo,)).fetchone()
     return None if row is None else _snap(row)
 
 

@@ -153,6 +153,21 @@ class FsStore:
             return found
         return None
 
+    def place_bytes(self, data: bytes, sha256: str) -> None:
+        """Blocking: write verified content as the blob `sha256` (no fsync: the
+        caller syncs before anything references it)."""
+        if os.path.exists(self.blob_path(sha256)):
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.blob_path(sha256))
+                return
+        temp = self.new_temp()
+        try:
+            temp.write_bytes(data)
+            self._place(temp, sha256, True)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
     async def put_bytes(self, data: bytes) -> str:
         """Store small content (generated metadata) as a blob; its sha256."""
         sha = hashlib.sha256(data).hexdigest()
@@ -212,6 +227,39 @@ class FsStore:
         await self._call(self._put, entry)
         self._entries[entry.key] = entry
         return entry
+
+    async def entries_with_prefix(self, prefix: str) -> dict[str, Entry]:
+        """Every catalog entry whose key starts with `prefix` (one query)."""
+
+        def run() -> dict[str, Entry]:
+            hi = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            return {row[0]: Entry(*row) for row in self.db.execute(
+                "SELECT key, sha256, size, stored_at, checked_at, etag, last_modified "
+                "FROM entries WHERE key >= ? AND key < ?", (prefix, hi))}
+
+        found: dict[str, Entry] = await self._call(run)
+        return found
+
+    async def commit_entries(self, entries: list[Entry], refresh: bool = False) -> None:
+        """Record entries for blobs already in the store, in one transaction
+        (`refresh`: touch each blob first, keeping a running collection off it)."""
+
+        def run() -> None:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)",
+                    [(e.key, e.sha256, e.size, e.stored_at, e.checked_at, e.etag,
+                      e.last_modified) for e in entries])
+
+        if refresh:
+            def touch() -> None:
+                for e in entries:
+                    os.utime(self.blob_path(e.sha256))
+            await asyncio.to_thread(touch)
+        await self._call(run)
+        for e in entries:
+            self._entries[e.key] = e
 
     async def commit_existing(self, entry: Entry) -> Entry:
         """Record an entry for a blob that is already in the store."""

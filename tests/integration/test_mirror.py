@@ -214,7 +214,7 @@ def test_sync_killed_midway_resumes(tmp_path: Path, upstream: Upstream, gpg_key:
     upstream.clear_log()
     sync(depot, "deb")
     again = {r.path for r in upstream.records(suffix(".deb"))}
-    assert again.isdisjoint(done_before) and len(done_before) >= 3
+    assert again.isdisjoint(done_before) and len(done_before) >= 1
     assert len(again) < len(repo.packages)
     assert depot.get("/deb/dists/stable/InRelease")[0] == 200
     for p in repo.packages:  # the published state is complete
