@@ -8,12 +8,14 @@ holds packages and source files, immutable.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from debian import deb822
 
@@ -106,10 +108,7 @@ class AptBackend:
                           filename, size, digest)
 
     def compare_versions(self, a: str, b: str) -> int:
-        import apt_pkg
-
-        apt_pkg.init_system()
-        return int(apt_pkg.version_compare(a, b))
+        return int(_apt_pkg().version_compare(a, b))
 
     def vouches(self, key: str, info: PathInfo, content: Path) -> Iterator[Vouch]:
         if info.role in (Role.RELEASE, Role.RELEASE_INLINE):
@@ -121,6 +120,14 @@ class AptBackend:
                 yield from packages_vouches(archive_root(key), content, name)
             elif name.startswith("Sources"):
                 yield from sources_vouches(archive_root(key), content, name)
+
+
+@functools.cache
+def _apt_pkg() -> Any:
+    import apt_pkg
+
+    apt_pkg.init_system()
+    return apt_pkg
 
 
 def archive_root(key: str) -> str:
@@ -189,9 +196,17 @@ def _decompressed(content: Path, name: str) -> Path:
     return Path(tmp)
 
 
-def _tagfile_sections(content: Path, name: str) -> Iterator[dict[str, str]]:
-    """Iterate deb822 paragraphs fast (apt_pkg's TagFile) or portably (python-debian)."""
-    plain = _decompressed(content, name)
+PACKAGE_FIELDS = ("Package", "Version", "Architecture", "Filename", "Size", "SHA256",
+                  "SHA512", "SHA1", "MD5Sum", "MD5sum")
+SOURCE_FIELDS = ("Directory", "Checksums-Sha256", "Checksums-Sha512", "Checksums-Sha1", "Files")
+
+
+def _tagfile_sections(content: Path, name: str,
+                      fields: tuple[str, ...] = PACKAGE_FIELDS) -> Iterator[dict[str, str]]:
+    """Iterate deb822 paragraphs (only `fields`) fast with apt_pkg's TagFile,
+    or portably with python-debian."""
+    compressed = any(name.endswith(c) for c in (".gz", ".xz", ".bz2", ".lzma", ".zst", ".lz4"))
+    plain = _decompressed(content, name) if compressed else content
     try:
         try:
             import apt_pkg
@@ -203,11 +218,12 @@ def _tagfile_sections(content: Path, name: str) -> Iterator[dict[str, str]]:
         with open(plain, "rb") as f:
             try:
                 for s in apt_pkg.TagFile(f):
-                    yield {k: s[k] for k in s.keys()}  # noqa: SIM118 (TagSection)
+                    yield {k: v for k in fields if (v := s.get(k)) is not None}
             except SystemError as e:
                 raise FormatError(f"unparsable index {name}: {e}") from e
     finally:
-        plain.unlink(missing_ok=True)
+        if plain is not content:
+            plain.unlink(missing_ok=True)
 
 
 def _safe_rel(path: str) -> bool:
@@ -232,7 +248,7 @@ def packages_vouches(root: str, content: Path, name: str) -> Iterator[Vouch]:
 def sources_vouches(root: str, content: Path, name: str) -> Iterator[Vouch]:
     fields = (("Checksums-Sha256", "sha256"), ("Checksums-Sha512", "sha512"),
               ("Checksums-Sha1", "sha1"), ("Files", "md5"))
-    for sec in _tagfile_sections(content, name):
+    for sec in _tagfile_sections(content, name, SOURCE_FIELDS):
         directory = sec.get("Directory", "")
         if not _safe_rel(directory):
             continue
