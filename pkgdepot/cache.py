@@ -72,6 +72,7 @@ class Flight:
         self.size: int | None = None
         self.written = 0
         self.revalidated = False
+        self.verified = False   # the whole body checked: clients may have the last byte
         self.finished = False
         self._readers = 0
         self._progress = asyncio.Event()
@@ -103,7 +104,8 @@ class Flight:
     def sendable(self) -> int:
         """How many bytes clients may have now: all once verified, else all but
         the last one."""
-        if self.done.done() and not self.done.cancelled() and self.done.exception() is None:
+        if self.verified or (self.done.done() and not self.done.cancelled()
+                             and self.done.exception() is None):
             return self.written
         if self.size is None:
             return 0
@@ -372,6 +374,12 @@ class Cache:
                     f"{expected.digest.hexdigest}: not kept")
         plain: Path | None = None
         sig: tuple[str, FileRef] | None = None
+        if route.info.role not in PARSED_ROLES and keyring is None:
+            # Verified, and nothing else depends on it: waiting clients get the
+            # last byte now, while the file is made durable and recorded.
+            # (Indices are released only once what they vouch for is recorded.)
+            flight.verified = True
+            flight.notify()
         try:
             if keyring is not None:
                 plain, sig = await self._verify_signature(route, up.url, temp, keyring)
