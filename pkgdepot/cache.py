@@ -13,6 +13,7 @@ runs as its own task: a client that goes away cancels nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -386,7 +387,7 @@ class Cache:
             entry = Entry(route.key, sha256, flight.written, self.clock(), self.clock(),
                           etag, last_modified)
             changed = old is None or old.sha256 != sha256
-            entry = await self.store.commit(temp, entry, synced=True)
+            entry = await self.store.commit(temp, entry)
             flight.temp = None
             if changed:
                 await self._record_vouches(route, entry, plain)
@@ -404,50 +405,64 @@ class Cache:
         return temp, open(temp, "rb"), os.open(temp, os.O_WRONLY | os.O_APPEND)
 
     async def _receive(self, flight: Flight, up: Upstream, fd: int, hasher: Hasher) -> None:
-        def finish() -> None:
-            try:
-                os.fsync(fd)  # durable before it is renamed into the store
-            finally:
-                os.close(fd)
+        """Read the body from upstream and write it to the temporary file. Reading
+        never waits for the disk: while one write (and its hashing) runs in a
+        thread, the next data collects, and goes out in the following write."""
+        loop = asyncio.get_running_loop()
 
-        def write(chunk: bytes) -> None:
+        def write(chunk: bytes) -> int:
             view = memoryview(chunk)
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
             hasher.update(chunk)
+            return len(chunk)
 
+        writing: asyncio.Future[int] | None = None
+
+        async def settle() -> None:
+            nonlocal writing
+            if writing is not None:
+                flight.written += await writing
+                writing = None
+                flight.notify()
+
+        closed = False
         try:
             buf: list[bytes] = []
-            pending = 0
             async for chunk in up.response.content.iter_any():
                 buf.append(chunk)
-                pending += len(chunk)
-                if pending >= 1 << 16 or up.response.content.at_eof():
+                if writing is None or writing.done():
+                    await settle()
                     data = b"".join(buf)
                     buf.clear()
-                    pending = 0
-                    await asyncio.to_thread(write, data)
-                    flight.written += len(data)
-                    flight.notify()
+                    writing = loop.run_in_executor(None, write, data)
+            await settle()
             if buf:
-                data = b"".join(buf)
-                await asyncio.to_thread(write, data)
-                flight.written += len(data)
-                flight.notify()
+                writing = loop.run_in_executor(None, write, b"".join(buf))
+                await settle()
+
+            closed = True
+            os.close(fd)  # made durable when it moves into the store (after clients have it)
         except TimeoutError as e:
             raise UpstreamTimeout(f"{up.url}: upstream stalled after {flight.written} bytes") from e
-        except (OSError, Exception) as e:
-            if isinstance(e, PkgdepotError):
-                raise
-            if isinstance(e, OSError) and e.errno == 28:
+        except PkgdepotError:
+            raise
+        except OSError as e:
+            if e.errno == 28:
                 raise PkgdepotError("the data directory is full: not kept") from e
             raise UpstreamError(f"{up.url}: transfer failed after {flight.written} bytes: "
+                                f"{e}") from e
+        except Exception as e:
+            raise UpstreamError(f"{up.url}: transfer failed after {flight.written} bytes: "
                                 f"{type(e).__name__}: {e}") from e
-        except BaseException:
-            await asyncio.to_thread(os.close, fd)
-            raise
-        await asyncio.to_thread(finish)
+        finally:
+            if writing is not None:
+                with contextlib.suppress(Exception):
+                    await writing
+            if not closed:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     async def _verify_signature(self, route: Route, url: str, temp: Path, keyring: Path
                                 ) -> tuple[Path | None, tuple[str, FileRef] | None]:

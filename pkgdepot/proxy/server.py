@@ -54,6 +54,7 @@ SERVER = f"pkgdepot/{__version__}"
 SMALL_BLOB = 16 << 10          # hits up to this size are answered from memory, one write
 SMALL_CACHE_BYTES = 32 << 20
 MEMORY_SEND = 1 << 20          # up to this size: read (from the page cache) and write once
+STREAM_STEP = 1 << 20         # clients of a download in progress are sent at least this much
 OPEN_BLOBS = 2048              # blobs kept open for sendfile and reads (see _raise_nofile)
 
 
@@ -483,7 +484,11 @@ class Depot:
             pos, end = first, last + 1
             while pos < end:
                 avail = min(flight.sendable(), end)
-                if avail > pos:
+                # Send in large steps (one wake-up per STREAM_STEP, not per write
+                # of the download): with many clients on one download the
+                # per-send overhead, not the bytes, is what costs.
+                if avail > pos and (avail - pos >= STREAM_STEP or avail == end or pos == first
+                                    or flight.verified or flight.finished):
                     await self._sendfile(request, loop, reader, pos, avail - pos)
                     pos = avail
                     continue
