@@ -680,13 +680,17 @@ class Mirror:
     async def _download(self, w: Want, keep_entry: bool,
                         bar: Progress | None = None) -> tuple[str, int]:
         errors: list[str] = []
+        # A by-hash copy first (immune to a publish upstream during the sync),
+        # then, as apt does when by-hash fails, the file's own path.
+        paths = [w.fetch_path, w.path] if w.fetch_path else [w.path]
         for base in self.repo.upstreams:
-            url = f"{base}/{w.fetch_path or w.path}"
-            try:
-                return await self._download_from(url, w, keep_entry, bar)
-            except (UpstreamError, VerificationError, NotFound) as e:
-                errors.append(e.message)
-                log.warning("%s", e.message)
+            for path in paths:
+                url = f"{base}/{path}"
+                try:
+                    return await self._download_from(url, w, keep_entry, bar)
+                except (UpstreamError, VerificationError, NotFound) as e:
+                    errors.append(e.message)
+                    log.warning("%s", e.message)
         raise SyncError(f"{w.path}: " + "; ".join(errors))
 
     async def _download_from(self, url: str, w: Want, keep_entry: bool,

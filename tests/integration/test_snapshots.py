@@ -107,3 +107,32 @@ def test_unchanged_metadata_makes_no_snapshot(tmp_path: Path, upstream: Upstream
         time.sleep(0.3)
     listing = cli(depot, "snapshot", "list", "deb")
     assert "deb: 1 snapshot(s)" in listing
+
+
+def test_dnf_time_travel(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey) -> None:
+    """dnf installs from a cache-only repository's snapshot, by time and by tag,
+    after upstream published a newer version."""
+    from tests.support.clients import DnfClient
+    from tests.support.repos import RpmSpec, build_rpm_repo
+
+    repo = build_rpm_repo(upstream.root / "rpms", gpg_key,
+                          [RpmSpec("greet", "1.0", files={"/usr/share/greet": b"1\n"})])
+    cfg = (f'[cache]\nrevalidate_after = 0\n[repos.rpms]\nupstreams = ["{upstream.url}/rpms"]\n'
+           f'keyring = "{gpg_key.public_armored}"\n')
+    with DepotProcess(tmp_path / "depot", cfg) as depot:
+        live = DnfClient(tmp_path / "live")
+        live.add_repo(repo.repo_file("live", f"{depot.url}/rpms"))
+        live.install(["greet"])
+        assert live.installed()["greet"] == "1.0-1"
+        [first] = json.loads(depot.get("/snapshot/rpms/index.json")[2])["snapshots"]
+        cli(depot, "snapshot", "tag", "rpms", "latest", "v1")
+        time.sleep(1.1)
+        build_rpm_repo(upstream.root / "rpms", gpg_key,
+                       [RpmSpec("greet", "2.0", files={"/usr/share/greet": b"2\n"})])
+        live.upgrade(["greet"])
+        assert live.installed()["greet"] == "2.0-1"
+        for when in (first["timestamp"], "v1"):
+            old = DnfClient(tmp_path / f"old-{when}")
+            old.add_repo(repo.repo_file("old", f"{depot.url}/snapshot/rpms/{when}"))
+            old.install(["greet"])
+            assert old.installed()["greet"] == "1.0-1"
