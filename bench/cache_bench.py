@@ -923,7 +923,8 @@ class Bench:
             data = state / "data"
             data.mkdir(parents=True, exist_ok=True)
             cfg = state / "pkgdepot.toml"
-            cfg.write_text('[upstream]\nallow_networks = ["127.0.0.0/8"]\n')
+            cfg.write_text(f"[server]\nworkers = {self.args.pkgdepot_workers}\n"
+                           '[upstream]\nallow_networks = ["127.0.0.0/8"]\n')
             argv = [
                 str(self.pkgdepot_bin), "serve", "--listen", f"127.0.0.1:{port}",
                 "--data-dir", str(data), "--config", str(cfg),
@@ -1485,6 +1486,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--n", type=int, default=2000, help="files of 4 KB and of 64 KB (2000)")
     ap.add_argument("--pkgdepot", default=str(REPO / ".venv" / "bin" / "pkgdepot"),
                     help="pkgdepot command (default .venv/bin/pkgdepot)")
+    ap.add_argument("--pkgdepot-workers", type=int, default=1,
+                    help="pkgdepot server.workers (default 1, the default of pkgdepot)")
     ap.add_argument("--tmpdir", default=None, help="parent of the temp dir (default $TMPDIR)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, configs)")
     return ap.parse_args(argv)

@@ -63,6 +63,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "data_dir", "str", "",
             "Where blobs and the catalog live. Default: /var/cache/pkgdepot as root, "
             "else ~/.cache/pkgdepot."),
+    Setting("server", "workers", "int", 1,
+            "Processes serving clients on the one port (SO_REUSEPORT). One of them fetches "
+            "from upstream for all (single flight holds across them); the others serve hits "
+            "and hand everything else to it. 2 or more on multi-core machines."),
     Setting("server", "public_url", "str", "",
             "The URL clients use to reach the depot (e.g. http://depot.example:3142); "
             "used in metadata the depot signs itself (the Snapshots: field)."),
@@ -168,6 +172,7 @@ class Config:
     allow_connect: tuple[str, ...] = ()
     user_agent: str = "pkgdepot/0.1"
     public_url: str = ""
+    workers: int = 1
     repos: Mapping[str, RepoConfig] = field(default_factory=dict)
 
 
@@ -183,6 +188,12 @@ def _as_float(name: str, v: object) -> float:
     if v < 0:
         raise ConfigError(f"{name}: must not be negative, got {v!r}")
     return float(v)
+
+
+def _as_int(name: str, v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
+        raise ConfigError(f"{name}: expected a whole number from 1 to 64, got {v!r}")
+    return v
 
 
 def _as_bool(name: str, v: object) -> bool:
@@ -222,6 +233,7 @@ def parse_listen(name: str, v: str) -> tuple[str, int]:
 CONVERTERS: dict[str, Callable[[str, object], object]] = {
     "str": _as_str,
     "float": _as_float,
+    "int": _as_int,
     "bool": _as_bool,
     "list[str]": _as_list,
     "networks": _as_networks,

@@ -51,6 +51,10 @@ from pkgdepot.store.fs import FsStore
 
 log = logging.getLogger(__name__)
 SERVER = f"pkgdepot/{__version__}"
+TARGET_HEADER = "X-Pkgdepot-Target"
+FORWARDED = {"range", "if-range", "if-none-match", "if-modified-since", "accept", "user-agent"}
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "date",
+              "server"}
 SMALL_BLOB = 16 << 10          # hits up to this size are answered from memory, one write
 SMALL_CACHE_BYTES = 32 << 20
 MEMORY_SEND = 1 << 20          # up to this size: read (from the page cache) and write once
@@ -150,8 +154,12 @@ def _abort(request: web.BaseRequest) -> None:
 class Depot:
     """Everything one server process needs, started and stopped together."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, leader: str | None = None) -> None:
+        """`leader`: for a worker process, the leader's internal socket address
+        (misses and everything that is not a plain hit are handed to it)."""
         self.config = config
+        self.leader = leader
+        self._leader_session: Any = None
         self.store = FsStore(config.data_dir)
         self.fetcher = Fetcher(config)
         self.router = Router(config)
@@ -163,6 +171,16 @@ class Depot:
         self._allowed_clients: set[str] = set()
 
     async def start(self) -> None:
+        if self.leader is not None:  # a worker: reads only, never cleans up or fetches
+            import aiohttp
+
+            await asyncio.to_thread(self.store.open, False)
+            self.snapshots = await Snapshots(self.store).open()
+            self._leader_session = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=self.leader, limit=0),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                auto_decompress=False)
+            return
         await asyncio.to_thread(self.store.open)
         keyrings: dict[str, Path] = {}
         for repo in self.config.repos.values():
@@ -176,6 +194,10 @@ class Depot:
                            snapshots=self.snapshots, mirrors=mirrors)
 
     async def close(self) -> None:
+        if self._leader_session is not None:
+            await self._leader_session.close()
+            await self.store.close()
+            return
         if self.cache is not None:
             for task in list(self.cache._tasks):
                 task.cancel()
@@ -185,14 +207,27 @@ class Depot:
     # -- request handling --------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        return await self._handle(request, request.raw_path, check_client=True)
+
+    async def handle_internal(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Requests a worker hands over (on the leader's private socket): the
+        worker already checked the client; the target travels in a header."""
+        return await self._handle(request, request.headers.get(TARGET_HEADER, "/"),
+                                  check_client=False)
+
+    async def _handle(self, request: web.BaseRequest, target: str,
+                      check_client: bool) -> web.StreamResponse:
         try:
-            self._check_client(request)
+            if check_client:
+                self._check_client(request)
             if request.method == "CONNECT":
                 return await tunnel.handle_connect(request, self.config, self.fetcher.policy)
             if request.method not in ("GET", "HEAD"):
                 raise MethodNotAllowed(f"method {request.method} is not allowed: the depot "
                                        "is read-only for clients (GET and HEAD)")
-            route = self.router.route(request.raw_path)
+            route = self.router.route(target)
+            if self.leader is not None:
+                return await self._worker_serve(request, target, route)
             if route is None:
                 return self._index_page(request)
             if isinstance(route, SnapshotRoute):
@@ -209,6 +244,67 @@ class Depot:
                 log.warning("%s %s -> %d %s", request.method, request.raw_path,
                             e.status, e.message)
             return self._error(e)
+
+    # -- worker processes ------------------------------------------------------
+
+    async def _worker_serve(self, request: web.BaseRequest, target: str,
+                            route: Route | SnapshotRoute | None) -> web.StreamResponse:
+        """A worker serves what it can read from the store (hits, mirrors,
+        snapshot metadata) and hands the rest to the leader."""
+        if isinstance(route, SnapshotRoute):
+            inner = route.inner
+            if route.when is not None and inner is not None and (
+                    route.repo.mirror is not None or inner.kind is not Kind.IMMUTABLE):
+                return await self._serve_snapshot(request, route)
+        elif route is not None:
+            if route.repo is not None and route.repo.mirror is not None:
+                return await self._serve_mirror(request, route, None)
+            entry = await self._fresh_entry(route)
+            if entry is not None:
+                return await self._serve_entry(request, route, Hit(entry, "HIT"))
+        return await self._forward(request, target)
+
+    async def _fresh_entry(self, route: Route) -> Entry | None:
+        entry = await self.store.load(route.key)
+        if entry is None:
+            return None
+        if route.kind is Kind.IMMUTABLE:
+            return entry
+        if time.time() - entry.checked_at < self.config.revalidate_after:
+            return entry
+        # the leader may have revalidated it since: ask the catalog, not memory
+        self.store.evict(route.key)
+        entry = await self.store.load(route.key)
+        if entry is not None and time.time() - entry.checked_at < self.config.revalidate_after:
+            return entry
+        return None
+
+    async def _forward(self, request: web.BaseRequest, target: str) -> web.StreamResponse:
+        import aiohttp
+
+        headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED}
+        headers[TARGET_HEADER] = target
+        try:
+            up = await self._leader_session.request(request.method, "http://leader/",
+                                                    headers=headers, allow_redirects=False)
+        except (aiohttp.ClientError, OSError) as e:
+            return self._error(PkgdepotError(f"the depot's main process is not answering: {e}"))
+        try:
+            resp = web.StreamResponse(status=up.status, reason=up.reason, headers={
+                k: v for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP})
+            if up.content_length is not None:
+                resp.content_length = up.content_length
+            await resp.prepare(request)
+            try:
+                async for chunk in up.content.iter_chunked(1 << 18):
+                    await resp.write(chunk)
+            except (aiohttp.ClientError, OSError):
+                _abort(request)  # the leader aborted (bad download): so do we
+                return resp
+            await resp.write_eof()
+            return resp
+        finally:
+            up.release()
 
     def _check_client(self, request: web.BaseRequest) -> None:
         remote = request.remote
@@ -525,17 +621,63 @@ def _raise_nofile() -> None:
     OPEN_BLOBS = max(64, min(OPEN_BLOBS, (soft - 256) // 4 if soft > 0 else OPEN_BLOBS))
 
 
+def _worker_main(config: Config, leader: str, parent: int) -> None:
+    """A worker process: serve hits on the shared port until the leader goes."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s worker: %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+        def watch() -> None:  # the leader died (even by SIGKILL): so do we
+            if os.getppid() != parent:
+                stop.set()
+            else:
+                loop.call_later(0.25, watch)
+
+        watch()
+        await serve(config, stop=stop, leader=leader)
+
+    asyncio.run(main())
+
+
 async def serve(config: Config, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, leader: str | None = None) -> None:
+    """Run the server until `stop` is set. With config.workers > 1, this
+    process is the leader: it alone fetches from upstream and writes the store;
+    worker processes share the port (SO_REUSEPORT) and hand it what they
+    cannot serve from the store, over a private socket."""
     _raise_nofile()
-    depot = Depot(config)
+    depot = Depot(config, leader=leader)
     await depot.start()
     server = make_server(depot)
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in config.listen_host else socket.AF_INET
+    shared = config.workers > 1
+    workers: list[Any] = []
+    internal_srv = None
+    if shared and leader is None:
+        import multiprocessing
+
+        internal = f"\0pkgdepot-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # abstract socket
+        internal_server = web.Server(depot.handle_internal, access_log=None,
+                                     handler_cancellation=False)
+        internal_srv = await loop.create_unix_server(internal_server, path=internal)
+        ctx = multiprocessing.get_context("spawn")
+        for _ in range(config.workers - 1):
+            w = ctx.Process(target=_worker_main, args=(config, internal, os.getpid()),
+                            daemon=True)
+            w.start()
+            workers.append(w)
     try:
         srv = await loop.create_server(server, config.listen_host, config.listen_port,
-                                       family=family, reuse_address=True, backlog=4096)
+                                       family=family, reuse_address=True, backlog=4096,
+                                       reuse_port=shared or None)
     except OSError as e:
         await depot.close()
         raise PkgdepotError(f"cannot listen on {config.listen_host}:{config.listen_port}: "
@@ -553,5 +695,11 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
             await stop.wait()
     finally:
         srv.close()
+        for w in workers:
+            w.terminate()
         await server.shutdown(2.0)
+        if internal_srv is not None:
+            internal_srv.close()
         await depot.close()
+        for w in workers:
+            await asyncio.to_thread(w.join, 5)

@@ -279,6 +279,10 @@ class FsStore:
     def lookup(self, key: str) -> Entry | None:
         return self._entries.get(key)
 
+    def evict(self, key: str) -> None:
+        """Forget the in-memory copy of an entry (the catalog is read again)."""
+        self._entries.pop(key, None)
+
     async def mark_checked(self, key: str, when: float) -> None:
         e = self._entries.get(key)
         if e is None:

@@ -45,10 +45,12 @@ def upstream(www: Path) -> Iterator[Upstream]:
         yield up
 
 
-@pytest.fixture
-def depot(tmp_path: Path) -> Iterator[DepotProcess]:
-    d = DepotProcess(tmp_path / "depot-a", ALLOW_LOOPBACK
-                     + "[cache]\nrevalidate_after = 1\nnegative_ttl = 30\n")
+@pytest.fixture(params=[1, 2], ids=["1-process", "2-workers"])
+def depot(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DepotProcess]:
+    """The depot as one process, and as a leader with a worker on the same port
+    (every test below must hold for both: single flight, verification...)."""
+    d = DepotProcess(tmp_path / "depot-a", f"[server]\nworkers = {request.param}\n"
+                     + ALLOW_LOOPBACK + "[cache]\nrevalidate_after = 1\nnegative_ttl = 30\n")
     with d:
         yield d
 
