@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pkgdepot.formats import Backend, classify
+from pkgdepot.formats.apt import apt_versions
 from pkgdepot.snapshots import FileRef, Snapshot, Snapshots
 from pkgdepot.store.fs import FsStore
 
@@ -81,11 +82,16 @@ def _read(store: FsStore, indices: dict[str, tuple[str, FileRef, Backend]]
     backend: Backend | None = None
     for path, ref, be in indices.values():
         backend = be
-        for p in be.packages(path, Path(store.blob_path(ref[0]))):
-            key = (p.name, p.arch)
+        blob = Path(store.blob_path(ref[0]))
+        if be.name == "apt":
+            entries = apt_versions(blob, path)  # fast path: three fields only
+        else:
+            entries = ((p.name, p.arch, p.version) for p in be.packages(path, blob))
+        for name, arch, version in entries:
+            key = (name, arch)
             old = versions.get(key)
-            if old is None or be.compare_versions(p.version, old) > 0:
-                versions[key] = p.version
+            if old is None or (old != version and be.compare_versions(version, old) > 0):
+                versions[key] = version
     return versions, backend
 
 

@@ -230,6 +230,23 @@ def _safe_rel(path: str) -> bool:
     return bool(path) and not path.startswith("/") and ".." not in path.split("/")
 
 
+def apt_versions(content: Path, name: str) -> Iterator[tuple[str, str, str]]:
+    """(name, architecture, version) of every stanza, read as cheaply as
+    apt_pkg allows (for snapshot diffs of large indices)."""
+    compressed = any(name.endswith(c) for c in (".gz", ".xz", ".bz2", ".lzma", ".zst", ".lz4"))
+    plain = _decompressed(content, name) if compressed else content
+    try:
+        with open(plain, "rb") as f:
+            try:
+                for s in _apt_pkg().TagFile(f):
+                    yield s.get("Package", ""), s.get("Architecture", ""), s.get("Version", "")
+            except SystemError as e:
+                raise FormatError(f"unparsable index {name}: {e}") from e
+    finally:
+        if plain is not content:
+            plain.unlink(missing_ok=True)
+
+
 def packages_vouches(root: str, content: Path, name: str) -> Iterator[Vouch]:
     for sec in _tagfile_sections(content, name):
         filename = sec.get("Filename", "")
