@@ -9,7 +9,7 @@ set -eu
 cd "$(dirname "$0")"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-RUNTIME="python3 python3-venv python3-solv python3-apt python3-rpm gpgv gpg createrepo-c ca-certificates"
+RUNTIME="python3 python3-venv python3-solv python3-apt python3-rpm gpgv gpg createrepo-c libarchive13 ca-certificates"
 TEST="dpkg-dev apt-utils gpg rpm createrepo-c dnf zypper curl"
 PKGS="$RUNTIME"
 EXTRA=""

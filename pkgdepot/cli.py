@@ -206,6 +206,26 @@ def _signing_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace) -> int:
+    from pkgdepot.build import builder
+    from pkgdepot.build.tree import load
+
+    template = load(Path(args.template))
+    if args.explain:
+        print(template.explain(args.set))
+        return 0
+    out = Path(args.out) if args.out else Path.cwd() / (
+        f"{template.distro}-{template.version}-{template.arch}-{args.set}")
+    cache = Path(args.cache) if args.cache else Path.home() / ".cache" / "pkgdepot-build"
+    packages, result = builder.run(
+        template, args.set, depot=args.depot, snapshot=args.snapshot,
+        lock_in=Path(args.lock) if args.lock else None,
+        lock_out=Path(args.write_lock) if args.write_lock else None,
+        out=out, cache=cache, appliance_mode=args.appliance)
+    print(f"{len(packages)} packages; {result}")
+    return 0
+
+
 def _keys(_args: argparse.Namespace) -> int:
     print(keys_help())
     return 0
@@ -293,6 +313,33 @@ def build_parser() -> argparse.ArgumentParser:
                     "stopped. Exit status 1 if any mirror failed.")
     ms.add_argument("names", nargs="*", metavar="NAME", help="mirrors to sync (default: all)")
     ms.set_defaults(func=_mirror_sync)
+
+    b = sub.add_parser(
+        "build", help="OS templates and appliances straight from package lists",
+        description="Build from a template tree TREE/DISTRO/VERSION/ARCH (config/ directories "
+                    "at any level; SET.list files merge down the tree, a trailing '-' removes "
+                    "an inherited package, name=version pins; build.toml names the family, "
+                    "the depot and the repositories). Packages are resolved with libsolv and "
+                    "fetched through the depot.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("template", help="TREE/DISTRO/VERSION/ARCH")
+    b.add_argument("--set", default="default", help="the package set (SET.list), default "
+                                                     "'default'")
+    b.add_argument("--explain", action="store_true",
+                   help="print the merged template and where each line came from; build "
+                        "nothing")
+    b.add_argument("--appliance", action="store_true",
+                   help="only unpack the resolved packages (no scripts, no chroot) and write "
+                        "a manifest of packages, files and config files")
+    b.add_argument("--out", metavar="DIR", help="output directory")
+    b.add_argument("--lock", metavar="FILE", help="build exactly the packages of this lock file")
+    b.add_argument("--write-lock", metavar="FILE",
+                   help="write the resolution (name, version, arch, sha256 of every package)")
+    b.add_argument("--snapshot", metavar="WHEN", help="resolve against a depot snapshot "
+                                                      "(YYYYMMDDTHHMMSSZ or a tag)")
+    b.add_argument("--depot", metavar="URL", help="the depot (overrides build.toml)")
+    b.add_argument("--cache", metavar="DIR", help="where downloaded packages are kept")
+    b.set_defaults(func=_build)
 
     sk = sub.add_parser(
         "signing-key", parents=[common], help="print the depot's public signing key",
