@@ -214,14 +214,15 @@ def _build(args: argparse.Namespace) -> int:
     if args.explain:
         print(template.explain(args.set))
         return 0
+    suffix = "" if args.format == "dir" else "." + args.format
     out = Path(args.out) if args.out else Path.cwd() / (
-        f"{template.distro}-{template.version}-{template.arch}-{args.set}")
+        f"{template.distro}-{template.version}-{template.arch}-{args.set}{suffix}")
     cache = Path(args.cache) if args.cache else Path.home() / ".cache" / "pkgdepot-build"
     packages, result = builder.run(
         template, args.set, depot=args.depot, snapshot=args.snapshot,
         lock_in=Path(args.lock) if args.lock else None,
         lock_out=Path(args.write_lock) if args.write_lock else None,
-        out=out, cache=cache, appliance_mode=args.appliance)
+        out=out, cache=cache, appliance_mode=args.appliance, fmt=args.format)
     print(f"{len(packages)} packages; {result}")
     return 0
 
@@ -331,7 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--appliance", action="store_true",
                    help="only unpack the resolved packages (no scripts, no chroot) and write "
                         "a manifest of packages, files and config files")
-    b.add_argument("--out", metavar="DIR", help="output directory")
+    b.add_argument("--out", metavar="PATH", help="output directory, or file for a tarball")
+    b.add_argument("--format", default="dir", choices=("dir", "tar", "tar.gz", "tar.xz",
+                                                         "tar.zst"),
+                   help="a directory, or a tarball; with SOURCE_DATE_EPOCH set, two builds "
+                        "from the same lock give byte-identical tarballs")
     b.add_argument("--lock", metavar="FILE", help="build exactly the packages of this lock file")
     b.add_argument("--write-lock", metavar="FILE",
                    help="write the resolution (name, version, arch, sha256 of every package)")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pkgdepot.build.fetch import RepoSpec, apt_indexes, download, required_debs, rpm_indexes
+from pkgdepot.build.pack import clamp_times, pack, source_date_epoch
 from pkgdepot.build.resolve import Index, Locked, read_lock, resolve, write_lock
 from pkgdepot.build.tree import Template, TemplateError
 from pkgdepot.build.unpack import unpack
@@ -97,7 +98,7 @@ def appliance(packages: list[Locked], family: str, out: Path, cache: Path) -> Pa
 
 def run(template: Template, set_name: str, *, depot: str | None, snapshot: str | None,
         lock_in: Path | None, lock_out: Path | None, out: Path, cache: Path,
-        appliance_mode: bool) -> tuple[list[Locked], Path]:
+        appliance_mode: bool, fmt: str = "dir") -> tuple[list[Locked], Path]:
     cfg = build_config(template, depot, snapshot)
     if lock_in is not None:
         packages, _meta = read_lock(lock_in)
@@ -115,4 +116,13 @@ def run(template: Template, set_name: str, *, depot: str | None, snapshot: str |
             "dpkg or rpm) is not available yet",
             hint="use --appliance for the files of the resolved packages and a manifest, "
                  "or --write-lock FILE to only resolve")
-    return packages, appliance(packages, cfg.family, out, cache)
+    if fmt == "dir":
+        appliance(packages, cfg.family, out, cache)
+        return packages, out
+    epoch = source_date_epoch()
+    with tempfile.TemporaryDirectory(prefix="pkgdepot-root-", dir=out.parent) as tmp:
+        root = Path(tmp) / "root"
+        appliance(packages, cfg.family, root, cache)
+        if epoch is not None:
+            clamp_times(root, epoch)
+        return packages, pack(root, out, fmt, epoch)

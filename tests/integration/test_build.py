@@ -87,3 +87,31 @@ def test_unsatisfiable_list_is_explained(tmp_path: Path, depot: DepotProcess) ->
     err = pkgdepot("build", str(leaf), "--appliance", "--out", str(tmp_path / "o"),
                    ok=False).stderr
     assert "nothing provides nonexistent needed by broken" in err
+
+
+def test_reproducible_tarballs(tmp_path: Path, depot: DepotProcess) -> None:
+    """With SOURCE_DATE_EPOCH, two builds from the same lock are byte-identical."""
+    import os
+    import tarfile
+
+    leaf = tree(tmp_path / "t", depot, {"config/default.list": "greet\n"})
+    lockfile = tmp_path / "lock.json"
+    pkgdepot("build", str(leaf), "--write-lock", str(lockfile))
+    outs = []
+    for i, fmt in enumerate(["tar.zst", "tar.zst", "tar.gz", "tar.xz"]):
+        out = tmp_path / f"img{i}.{fmt}"
+        env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
+        proc = subprocess.run([sys.executable, "-m", "pkgdepot", "build", str(leaf), "--appliance",
+                               "--lock", str(lockfile), "--format", fmt, "--out", str(out),
+                               "--cache", str(tmp_path / f"cache{i}")],
+                              capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(out)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    with tarfile.open(outs[2]) as t:
+        names = t.getnames()
+        assert "./usr/bin/greet" in names and "./.pkgdepot-manifest.json" in names
+        assert all(m.mtime <= 1700000000 for m in t.getmembers())
+        assert not any(n.startswith("/") or ".." in n.split("/") for n in names)
+    with tarfile.open(outs[3]) as t:
+        assert "./usr/lib/libgreet.so" in t.getnames()
