@@ -30,7 +30,11 @@ pkgdepot: one local depot for the packages of apt, dnf and zypper clients.
 It is a caching proxy that clients use as their mirror: the first request for
 a file fetches it from upstream, every later one is served from the depot.
 Packages are checked against the signed indices that list them before they
-are kept."""
+are kept. Named repositories can be mirrors, synced from their signed
+metadata; every state of a repository stays reachable as a snapshot, by time
+or by tag; and templates or appliances are built straight from package lists.
+
+Start with: pkgdepot serve --help"""
 
 SERVE_EPILOG = """\
 Clients reach the depot in any of these ways (DEPOT = http://HOST:3142):
