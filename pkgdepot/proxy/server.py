@@ -57,6 +57,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
               "server"}
 SMALL_BLOB = 16 << 10          # hits up to this size are answered from memory, one write
 SMALL_CACHE_BYTES = 32 << 20
+MEMORY_SEND = 1 << 20          # up to this size: read (from the page cache) and write once
 STREAM_STEP = 1 << 20         # clients of a download in progress are sent at least this much
 OPEN_BLOBS = 2048              # blobs kept open for sendfile and reads (see _raise_nofile)
 
@@ -121,6 +122,20 @@ class OpenBlobs:
         item = self._files.get(sha)
         if item is not None:
             item[1] -= 1
+
+
+def _read_nowait(f: BinaryIO, size: int) -> bytes | None:
+    """The whole file if it is in the page cache, without ever blocking on
+    the disk (preadv with RWF_NOWAIT); None when it would block."""
+    flag = getattr(os, "RWF_NOWAIT", None)
+    if flag is None:
+        return None
+    buf = bytearray(size)
+    try:
+        n = os.preadv(f.fileno(), [buf], 0, flag)
+    except (BlockingIOError, OSError):
+        return None
+    return bytes(buf) if n == size else None
 
 
 def _abort(request: web.BaseRequest) -> None:
@@ -473,6 +488,15 @@ class Depot:
             f = self.open_blobs.put(entry.sha256, await asyncio.to_thread(
                 self.store.open_blob, entry.sha256))
         try:
+            if ranges is None and entry.size <= MEMORY_SEND and not head_only:
+                # Mid-sized: one read from the page cache that cannot block
+                # (RWF_NOWAIT), one write with the headers. Cheaper than sendfile's
+                # extra event-loop round trips at this size.
+                data = _read_nowait(f, entry.size)
+                if data is None:
+                    data = await asyncio.to_thread(os.pread, f.fileno(), entry.size, 0)
+                if data is not None and len(data) == entry.size:
+                    return web.Response(body=data, headers=headers)
             return await self._send_ranges(request, f, entry.size, ranges, headers, head_only)
         finally:
             self.open_blobs.release(entry.sha256)
@@ -521,21 +545,6 @@ class Depot:
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client went away")
-        sock = transport.get_extra_info("socket")
-        if sock is not None and transport.get_write_buffer_size() == 0:
-            # Fast path: the headers are already out; try sendfile right away on
-            # the non-blocking socket, and leave to asyncio only what does not
-            # fit (saves its pause/resume and writer registration round trip).
-            try:
-                sent = os.sendfile(sock.fileno(), f.fileno(), offset, count)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as e:
-                raise ConnectionResetError("client went away") from e
-            offset += sent
-            count -= sent
-            if count == 0:
-                return
         try:
             await loop.sendfile(transport, f, offset, count)
         except ConnectionError as e:
