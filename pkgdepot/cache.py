@@ -35,7 +35,7 @@ from pkgdepot.errors import (
     VerificationError,
 )
 from pkgdepot.fetch import Fetcher, Upstream
-from pkgdepot.formats import Digest, Kind, PathInfo, Role, Vouch
+from pkgdepot.formats import Kind, PathInfo, Role, Vouch
 from pkgdepot.proxy.route import Route
 from pkgdepot.snapshots import FileRef, Snapshots
 from pkgdepot.store import Entry
@@ -564,14 +564,6 @@ class Cache:
             await self.store.forget(k)
         if stale:
             log.info("%s: %d cached files no longer match it and were dropped", key, len(stale))
-
-
-def digest_of(path: Path, algo: str = "sha256") -> Digest:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return Digest(algo, h.hexdigest())
 
 
 __all__ = ["Cache", "Flight", "Hit", "PathInfo", "StreamHead", "Streaming"]

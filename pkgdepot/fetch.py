@@ -5,12 +5,10 @@ configuration allows them)."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -174,13 +172,3 @@ class Fetcher:
                 continue
             return Upstream(url, resp)
         raise UpstreamError(f"{url}: more than {MAX_REDIRECTS} redirects")
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def header_subset(resp: Any, names: tuple[str, ...]) -> dict[str, str]:
-    return {n: resp.headers[n] for n in names if n in resp.headers}

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -597,10 +597,10 @@ class Mirror:
                     and os.path.exists(self.store.blob_path(w.digest.hexdigest)):
                 out[w.path] = (w.digest.hexdigest, w.size)
                 return
-            sha, size = await self._download(w, keep_entry=False)
+            sha, size = await self._download(w)
             out[w.path] = (sha, size)
 
-        await self._gather(wants, one, "metadata", unit="files")
+        await self._gather(wants, one, "metadata")
         return out
 
     async def _packages(self, packages: list[Package]) -> None:
@@ -646,7 +646,7 @@ class Mirror:
 
             async def one(w: Want) -> None:
                 async with sem:
-                    sha, size = await self._download(w, keep_entry=False, bar=bar)
+                    sha, size = await self._download(w, bar=bar)
                     self._kept[w.path] = sha
                     t = time.time()
                     batch.append(Entry(prefix + w.path, sha, size, t, t))
@@ -664,12 +664,13 @@ class Mirror:
                             hint="run the sync again: what was verified is kept and not "
                                  "downloaded again")
 
-    async def _gather(self, wants: list[Want], fn: object, what: str, unit: str) -> None:
+    async def _gather(self, wants: list[Want], fn: Callable[[Want], Awaitable[None]],
+                      what: str) -> None:
         sem = asyncio.Semaphore(self.mirror.concurrency)
 
         async def guarded(w: Want) -> None:
             async with sem:
-                await fn(w)  # type: ignore[operator]
+                await fn(w)
 
         results = await asyncio.gather(*(guarded(w) for w in wants), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -677,8 +678,9 @@ class Mirror:
             raise SyncError(f"{self.repo.name}: {len(errors)} {what} file(s) failed "
                             f"(first: {errors[0]}); nothing was published")
 
-    async def _download(self, w: Want, keep_entry: bool,
-                        bar: Progress | None = None) -> tuple[str, int]:
+    async def _download(self, w: Want, bar: Progress | None = None) -> tuple[str, int]:
+        """Download, verify and place one file as a blob (not yet fsynced: the
+        caller syncs before anything names it). Its sha256 and size."""
         errors: list[str] = []
         # A by-hash copy first (immune to a publish upstream during the sync),
         # then, as apt does when by-hash fails, the file's own path.
@@ -687,13 +689,13 @@ class Mirror:
             for path in paths:
                 url = f"{base}/{path}"
                 try:
-                    return await self._download_from(url, w, keep_entry, bar)
+                    return await self._download_from(url, w, bar)
                 except (UpstreamError, VerificationError, NotFound) as e:
                     errors.append(e.message)
                     log.warning("%s", e.message)
         raise SyncError(f"{w.path}: " + "; ".join(errors))
 
-    async def _download_from(self, url: str, w: Want, keep_entry: bool,
+    async def _download_from(self, url: str, w: Want,
                              bar: Progress | None) -> tuple[str, int]:
         up = await self.fetcher.get(url)
         temp: Path | None = None
@@ -740,20 +742,10 @@ class Mirror:
                     bar.advance(size)
                 # durability: the caller syncs before it records the blob anywhere
                 await asyncio.to_thread(self.store.place_bytes, body, hexd)
-            elif keep_entry:
-                assert temp is not None
-                now = time.time()
-                await self.store.commit(temp, Entry(f"repo/{self.repo.name}/{w.path}", hexd,
-                                                    size, now, now))
-                temp = None
             else:
                 assert temp is not None
                 await asyncio.to_thread(self.store._place, temp, hexd, True)
                 temp = None
-            if body is not None and keep_entry:
-                now = time.time()
-                await self.store.commit_entries([Entry(f"repo/{self.repo.name}/{w.path}", hexd,
-                                                       size, now, now)])
             return hexd, size
         except TimeoutError as e:
             raise UpstreamError(f"{url}: timed out") from e

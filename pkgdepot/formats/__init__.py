@@ -186,13 +186,3 @@ def classify(path: str) -> tuple[Backend, PathInfo] | None:
         if info is not None:
             return b, info
     return None
-
-
-def backend_named(name: str) -> Backend:
-    global _BACKENDS
-    if _BACKENDS is None:
-        _BACKENDS = backends()
-    for b in _BACKENDS:
-        if b.name == name:
-            return b
-    raise KeyError(name)

@@ -556,10 +556,7 @@ class Depot:
         etag = head.etag
         headers = self._headers(route, None, head.last_modified, "MISS")
         size = head.size
-        try:
-            ranges = self._ranges(request, route, size, etag or "", head.last_modified or "")
-        except PkgdepotError:
-            raise
+        ranges = self._ranges(request, route, size, etag or "", head.last_modified or "")
         if ranges is not None and len(ranges) > 1:
             entry = await asyncio.shield(flight.done)  # multi-range: wait for the whole file
             return await self._serve_entry(request, route, Hit(entry, "MISS"))

@@ -30,13 +30,6 @@ class Entry:
     last_modified: str | None = None
 
 
-class TempBlob(Protocol):
-    path: Path
-
-    def write(self, data: bytes) -> None: ...
-    def close(self) -> None: ...
-
-
 class Store(Protocol):
     def lookup(self, key: str) -> Entry | None:
         """The entry for a key, from memory (no I/O)."""
@@ -48,8 +41,8 @@ class Store(Protocol):
     def new_temp(self) -> Path:
         """A fresh temporary file path inside the store (same file system)."""
 
-    async def commit(self, temp: Path, entry: Entry) -> Entry:
-        """fsync `temp`, move it to its blob path, record `entry`."""
+    async def commit(self, temp: Path, entry: Entry, synced: bool = False) -> Entry:
+        """fsync `temp` (unless `synced`), move it to its blob path, record `entry`."""
 
     async def mark_checked(self, key: str, when: float) -> None: ...
 

@@ -261,14 +261,6 @@ class FsStore:
         for e in entries:
             self._entries[e.key] = e
 
-    async def commit_existing(self, entry: Entry) -> Entry:
-        """Record an entry for a blob that is already in the store."""
-        path = self.blob_path(entry.sha256)
-        await asyncio.to_thread(os.utime, path)  # keeps a running collection off it
-        await self._call(self._put, entry)
-        self._entries[entry.key] = entry
-        return entry
-
     def _put(self, e: Entry) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)",
