@@ -4,18 +4,16 @@ downgraded, read from the package indices each snapshot holds."""
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pkgdepot.formats import Backend, classify
+from pkgdepot.formats import Backend, classify, split_compression
 from pkgdepot.formats.apt import apt_versions
 from pkgdepot.snapshots import FileRef, Snapshot, Snapshots
 from pkgdepot.store.fs import FsStore
 
 #: Several compressions of one index hold the same list: read the cheapest.
 PREFERENCE = ("", ".xz", ".zst", ".gz", ".bz2", ".lzma")
-COMPRESSION_RE = re.compile(r"\.(xz|zst|gz|bz2|lzma|lz4)$")
 
 PackageKey = tuple[str, str]  # (name, arch)
 
@@ -65,9 +63,7 @@ def _indices(manifest: dict[str, FileRef]) -> dict[str, tuple[str, FileRef, Back
         backend, _info = found
         if not backend.is_package_index(path):
             continue
-        m = COMPRESSION_RE.search(path)
-        suffix = m.group(0) if m else ""
-        base = path[: len(path) - len(suffix)]
+        base, suffix = split_compression(path)
         if backend.name == "rpm":
             base = path.rsplit("/", 1)[0] + "/primary"
         rank = PREFERENCE.index(suffix) if suffix in PREFERENCE else len(PREFERENCE)

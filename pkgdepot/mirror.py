@@ -41,7 +41,7 @@ from pkgdepot.errors import (
     VerificationError,
 )
 from pkgdepot.fetch import Fetcher
-from pkgdepot.formats import Backend, Digest, Package, open_index
+from pkgdepot.formats import Backend, Digest, Package, decompress_to, split_compression
 from pkgdepot.formats.apt import BY_HASH_DIR, AptBackend, parse_release, release_entries
 from pkgdepot.formats.rpm import RpmBackend, parse_repomd
 from pkgdepot.progress import Progress
@@ -52,17 +52,15 @@ from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore
 
 log = logging.getLogger(__name__)
-COMPRESSIONS = ("", ".xz", ".gz", ".bz2", ".lzma", ".zst")
 #: Which compression of an index a sync fetches, best first.
 PREFERRED = (".xz", ".zst", ".gz", ".bz2", ".lzma")
+SMALL_FILE = 1 << 20  # bodies up to this size are read whole and written in one go
 
 
 def _stem(name: str) -> str:
-    for c in COMPRESSIONS[1:]:
-        if name.endswith(c):
-            return name[: -len(c)]
-    return name
-SMALL_FILE = 1 << 20  # bodies up to this size are read whole and written in one go
+    """The index name without the compressions a sync knows how to choose from."""
+    stem, suffix = split_compression(name)
+    return stem if suffix in PREFERRED else name
 
 
 class SyncError(PkgdepotError):
@@ -293,9 +291,7 @@ class Mirror:
             d, _, base = name.rpartition("/")
             if d + "/" not in dirs:
                 continue
-            stem = base
-            for c in COMPRESSIONS[1:]:
-                stem = stem.removesuffix(c)
+            stem = _stem(base)
             if stem in ("Packages", "Sources", "Release") or (
                     d.endswith("/i18n") and (stem == "Index" or stem == "Translation-en")):
                 out.append(name)
@@ -351,9 +347,7 @@ class Mirror:
         for path in sorted(refs):
             if not (backend.is_package_index(path) or "/Sources" in path):
                 continue
-            stem = path
-            for c in COMPRESSIONS[1:]:
-                stem = stem.removesuffix(c)
+            stem = _stem(path)
             if stem in chosen:
                 continue  # the same list in another compression
             chosen[stem] = path
@@ -433,19 +427,13 @@ class Mirror:
                     continue
                 if f"/binary-{arch}/" not in path and "/binary-all/" not in path:
                     continue
-                stem = path
-                for c in COMPRESSIONS[1:]:
-                    stem = stem.removesuffix(c)
+                stem = _stem(path)
                 if stem in seen:
                     continue
                 seen.add(stem)
             elif "primary.xml" not in path:
                 continue
-            fd, tmp = tempfile.mkstemp(prefix="idx-", dir=self.store.tmp)
-            with os.fdopen(fd, "wb") as dst, open_index(
-                    self.store.blob_path(manifest[path][0]), path) as src:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            out.append(Path(tmp))
+            out.append(self._plain_copy(manifest[path][0], path))
         return out
 
     def _select(self, packages: list[Package], manifest: dict[str, FileRef]) -> list[Package]:
@@ -521,9 +509,7 @@ class Mirror:
             name = path[len(base):]
             if name in ("InRelease", "Release", "Release.gpg"):
                 continue
-            stem = name
-            for c in COMPRESSIONS[1:]:
-                stem = stem.removesuffix(c)
+            stem = _stem(name)
             if not stem.endswith("/Packages"):
                 with open(self.store.blob_path(upstream[path][0]), "rb") as f:
                     files[name] = f.read()  # translations etc.: unchanged
@@ -547,10 +533,8 @@ class Mirror:
         return files
 
     def _plain_copy(self, sha: str, name: str) -> Path:
-        fd, tmp = tempfile.mkstemp(prefix="idx-", dir=self.store.tmp)
-        with os.fdopen(fd, "wb") as dst, open_index(self.store.blob_path(sha), name) as src:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        return Path(tmp)
+        """A decompressed temporary copy of the blob `sha` (an index called `name`)."""
+        return decompress_to(self.store.blob_path(sha), name, self.store.tmp)
 
     def _createrepo(self, packages: list[Package], signer: SigningKey) -> dict[str, bytes]:
         """rpm-md metadata for the kept packages, written by createrepo_c from

@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -14,7 +13,7 @@ from pathlib import Path
 
 from pkgdepot.build.resolve import Index, Locked
 from pkgdepot.errors import PkgdepotError
-from pkgdepot.formats import open_index
+from pkgdepot.formats import decompress_to
 from pkgdepot.formats.apt import parse_release, release_entries
 from pkgdepot.formats.rpm import parse_repomd
 
@@ -59,13 +58,6 @@ def get(url: str, dest: Path | None = None) -> bytes:
                          hint="is the depot running, and its URL right in build.toml?") from e
 
 
-def _plain(data_path: Path, name: str, workdir: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix="idx-", dir=workdir)
-    with open(fd, "wb") as dst, open_index(data_path, name) as src:
-        shutil.copyfileobj(src, dst, 1 << 20)
-    return Path(tmp)
-
-
 def apt_indexes(repo: RepoSpec, arch: str, workdir: Path) -> list[Index]:
     """Uncompressed Packages files of the repository for `arch` (and all)."""
     rel = parse_release(get(f"{repo.base}/dists/{repo.suite}/InRelease").decode(
@@ -81,7 +73,7 @@ def apt_indexes(repo: RepoSpec, arch: str, workdir: Path) -> list[Index]:
                     get(f"{repo.base}/dists/{repo.suite}/{stem}{ext}", raw)
                     size, digests = entries[stem + ext]
                     _check(raw, size, digests[0].algo, digests[0].hexdigest, stem + ext)
-                    out.append(Index(repo.base, _plain(raw, stem + ext, workdir)))
+                    out.append(Index(repo.base, decompress_to(raw, stem + ext, workdir)))
                     break
     if not out:
         raise FetchError(f"{repo.base}: no Packages for {arch} in {', '.join(repo.components)}")
@@ -96,7 +88,7 @@ def rpm_indexes(repo: RepoSpec, workdir: Path) -> list[Index]:
             raw = workdir / f"{repo.name}-{href.rsplit('/', 1)[-1]}"
             get(f"{repo.base}/{href}", raw)
             _check(raw, size, digest.algo, digest.hexdigest, href)
-            return [Index(repo.base, _plain(raw, href, workdir))]
+            return [Index(repo.base, decompress_to(raw, href, workdir))]
     raise FetchError(f"{repo.base}: repomd.xml lists no primary metadata")
 
 

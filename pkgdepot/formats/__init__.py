@@ -9,10 +9,14 @@ immutable) is decided here and nowhere else.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import io
 import lzma
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -164,6 +168,45 @@ def open_index(path: Path, name: str, limit: int = MAX_INDEX_BYTES) -> IO[bytes]
         f.close()
         raise
     return io.BufferedReader(_Bounded(raw, limit), 1 << 16)
+
+
+COMPRESSION_SUFFIXES = (".xz", ".gz", ".bz2", ".lzma", ".zst", ".lz4")
+
+
+def split_compression(name: str) -> tuple[str, str]:
+    """("dists/s/main/binary-amd64/Packages", ".xz") for ".../Packages.xz";
+    the suffix is "" for an uncompressed name."""
+    for c in COMPRESSION_SUFFIXES:
+        if name.endswith(c):
+            return name[: -len(c)], c
+    return name, ""
+
+
+def decompress_to(content: Path, name: str, directory: Path) -> Path:
+    """Decompress `content` (compressed as `name` says, bounded) into a new
+    temporary file in `directory`; the caller removes it."""
+    fd, tmp = tempfile.mkstemp(prefix=".idx-", dir=directory)
+    try:
+        with open_index(content, name) as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def plain_index(content: Path, name: str) -> Iterator[Path]:
+    """`content` itself if `name` is uncompressed, else a temporary
+    decompressed copy beside it, removed afterwards."""
+    if not split_compression(name)[1]:
+        yield content
+        return
+    plain = decompress_to(content, name, content.parent)
+    try:
+        yield plain
+    finally:
+        plain.unlink(missing_ok=True)
 
 
 def backends() -> tuple[Backend, ...]:

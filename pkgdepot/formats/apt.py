@@ -9,10 +9,7 @@ holds packages and source files, immutable.
 from __future__ import annotations
 
 import functools
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ from pkgdepot.formats import (
     Role,
     Vouch,
     digest_from_name,
-    open_index,
+    plain_index,
 )
 
 ECOSYSTEM = "apt"
@@ -184,18 +181,6 @@ def release_vouches(key: str, content: Path) -> Iterator[Vouch]:
                         canonical)
 
 
-def _decompressed(content: Path, name: str) -> Path:
-    """Decompress an index into a temporary file beside it (bounded)."""
-    fd, tmp = tempfile.mkstemp(prefix=".idx-", dir=content.parent)
-    try:
-        with open_index(content, name) as src, os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-    except Exception:
-        os.unlink(tmp)
-        raise
-    return Path(tmp)
-
-
 PACKAGE_FIELDS = ("Package", "Version", "Architecture", "Filename", "Size", "SHA256",
                   "SHA512", "SHA1", "MD5Sum", "MD5sum")
 SOURCE_FIELDS = ("Directory", "Checksums-Sha256", "Checksums-Sha512", "Checksums-Sha1", "Files")
@@ -205,9 +190,7 @@ def _tagfile_sections(content: Path, name: str,
                       fields: tuple[str, ...] = PACKAGE_FIELDS) -> Iterator[dict[str, str]]:
     """Iterate deb822 paragraphs (only `fields`) fast with apt_pkg's TagFile,
     or portably with python-debian."""
-    compressed = any(name.endswith(c) for c in (".gz", ".xz", ".bz2", ".lzma", ".zst", ".lz4"))
-    plain = _decompressed(content, name) if compressed else content
-    try:
+    with plain_index(content, name) as plain:
         try:
             import apt_pkg
         except ImportError:  # pragma: no cover - python3-apt is installed by install.sh
@@ -221,9 +204,6 @@ def _tagfile_sections(content: Path, name: str,
                     yield {k: v for k in fields if (v := s.get(k)) is not None}
             except SystemError as e:
                 raise FormatError(f"unparsable index {name}: {e}") from e
-    finally:
-        if plain is not content:
-            plain.unlink(missing_ok=True)
 
 
 def _safe_rel(path: str) -> bool:
@@ -233,18 +213,12 @@ def _safe_rel(path: str) -> bool:
 def apt_versions(content: Path, name: str) -> Iterator[tuple[str, str, str]]:
     """(name, architecture, version) of every stanza, read as cheaply as
     apt_pkg allows (for snapshot diffs of large indices)."""
-    compressed = any(name.endswith(c) for c in (".gz", ".xz", ".bz2", ".lzma", ".zst", ".lz4"))
-    plain = _decompressed(content, name) if compressed else content
-    try:
-        with open(plain, "rb") as f:
-            try:
-                for s in _apt_pkg().TagFile(f):
-                    yield s.get("Package", ""), s.get("Architecture", ""), s.get("Version", "")
-            except SystemError as e:
-                raise FormatError(f"unparsable index {name}: {e}") from e
-    finally:
-        if plain is not content:
-            plain.unlink(missing_ok=True)
+    with plain_index(content, name) as plain, open(plain, "rb") as f:
+        try:
+            for s in _apt_pkg().TagFile(f):
+                yield s.get("Package", ""), s.get("Architecture", ""), s.get("Version", "")
+        except SystemError as e:
+            raise FormatError(f"unparsable index {name}: {e}") from e
 
 
 def packages_vouches(root: str, content: Path, name: str) -> Iterator[Vouch]:
