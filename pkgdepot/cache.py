@@ -473,8 +473,10 @@ class Cache:
             out = temp.with_name(temp.name + ".signed")
             await asyncio.to_thread(openpgp.verify_inline, keyring, temp, out)
             return out, None
-        sig_url = url + (".gpg" if route.info.role is Role.RELEASE else ".asc")
-        sig_path = route.path + (".gpg" if route.info.role is Role.RELEASE else ".asc")
+        sig_path = route.backend.signature_of(route.path) if route.backend else None
+        if sig_path is None:
+            raise VerificationError(f"{route.path}: no detached signature is known for it")
+        sig_url = url + sig_path[len(route.path):]
         sig = await self.fetcher.get(sig_url)
         try:
             if sig.status != 200:

@@ -337,8 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only unpack the resolved packages (no scripts, no chroot) and write "
                         "a manifest of packages, files and config files")
     b.add_argument("--out", metavar="PATH", help="output directory, or file for a tarball")
-    b.add_argument("--format", default="dir", choices=("dir", "tar", "tar.gz", "tar.xz",
-                                                         "tar.zst"),
+    from pkgdepot.build.pack import FORMATS
+
+    b.add_argument("--format", default="dir", choices=FORMATS,
                    help="a directory, or a tarball; with SOURCE_DATE_EPOCH set, two builds "
                         "from the same lock give byte-identical tarballs")
     b.add_argument("--lock", metavar="FILE", help="build exactly the packages of this lock file")

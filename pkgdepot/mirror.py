@@ -41,7 +41,7 @@ from pkgdepot.errors import (
     VerificationError,
 )
 from pkgdepot.fetch import Fetcher
-from pkgdepot.formats import Backend, Digest, Package, decompress_to, split_compression
+from pkgdepot.formats import Backend, Digest, Package, classify, decompress_to, split_compression
 from pkgdepot.formats.apt import BY_HASH_DIR, AptBackend, parse_release, release_entries
 from pkgdepot.formats.rpm import RpmBackend, parse_repomd
 from pkgdepot.progress import Progress
@@ -327,7 +327,10 @@ class Mirror:
     async def _check_detached(self, path: str, temp: Path) -> FileRef | None:
         """Fetch the detached signature of `path` (already in `temp`) and check it
         with the keyring; its blob, or None for an unsigned repository."""
-        sig_path = path + (".gpg" if path.endswith("Release") else ".asc")
+        found = classify(path)
+        sig_path = found[0].signature_of(path) if found else None
+        if sig_path is None:
+            raise VerificationError(f"{path}: no detached signature is known for it")
         try:
             sig = await self._get_bytes(sig_path)
         except NotFound as e:
