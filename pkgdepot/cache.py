@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 
 from pkgdepot import openpgp
 from pkgdepot.config import Config
+from pkgdepot.diff import prepare as prepare_diff
 from pkgdepot.errors import (
     Forbidden,
     FormatError,
@@ -515,6 +516,11 @@ class Cache:
             return
         if route.kind is not Kind.VOLATILE:
             return
+        if route.backend is not None and route.backend.is_package_index(route.path):
+            # its package list, for snapshot diffs, off the clients' path
+            task = asyncio.create_task(prepare_diff(self.store, {route.path: ref}))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         if role in SIGNED_ROLES:
             changes = {route.path: ref}
             if sig is not None:

@@ -4,13 +4,18 @@ downgraded, read from the package indices each snapshot holds."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pkgdepot.errors import PkgdepotError
 from pkgdepot.formats import Backend, classify, split_compression
 from pkgdepot.formats.apt import apt_versions
 from pkgdepot.snapshots import FileRef, Snapshot, Snapshots
 from pkgdepot.store.fs import FsStore
+
+log = logging.getLogger(__name__)
 
 #: Several compressions of one index hold the same list: read the cheapest.
 PREFERENCE = ("", ".xz", ".zst", ".gz", ".bz2", ".lzma")
@@ -72,23 +77,68 @@ def _indices(manifest: dict[str, FileRef]) -> dict[str, tuple[str, FileRef, Back
     return {b: (p, r, be) for b, (_rank, p, r, be) in chosen.items()}
 
 
+def _listing(store: FsStore, path: str, ref: FileRef, backend: Backend) -> set[bytes]:
+    """The packages of one index as `name\tarch\tversion` lines. Worked out
+    once per index blob and kept beside the blobs (`derived/`): blobs never
+    change, so neither does this, and a diff then reads two small files
+    instead of parsing two indices."""
+    kept = store.derived_path("pkglist", ref[0])
+    try:
+        return set(kept.read_bytes().split(b"\n")) - {b""}
+    except FileNotFoundError:
+        pass
+    blob = Path(store.blob_path(ref[0]))
+    if backend.name == "apt":
+        entries: Iterable[tuple[str, str, str]] = apt_versions(blob, path)
+    else:
+        entries = ((p.name, p.arch, p.version) for p in backend.packages(path, blob))
+    lines = {f"{n}\t{a}\t{v}".encode() for n, a, v in entries
+             if not _BAD.intersection(n + a + v)}
+    store.put_derived(kept, b"\n".join(sorted(lines)))
+    return lines
+
+
+_BAD = frozenset("\t\n\r")
+
+
 def _read(store: FsStore, indices: dict[str, tuple[str, FileRef, Backend]]
-          ) -> tuple[dict[PackageKey, str], Backend | None]:
-    versions: dict[PackageKey, str] = {}
+          ) -> tuple[set[bytes], Backend | None]:
+    lines: set[bytes] = set()
     backend: Backend | None = None
     for path, ref, be in indices.values():
         backend = be
-        blob = Path(store.blob_path(ref[0]))
-        if be.name == "apt":
-            entries = apt_versions(blob, path)  # fast path: three fields only
-        else:
-            entries = ((p.name, p.arch, p.version) for p in be.packages(path, blob))
-        for name, arch, version in entries:
-            key = (name, arch)
-            old = versions.get(key)
-            if old is None or (old != version and be.compare_versions(version, old) > 0):
-                versions[key] = version
-    return versions, backend
+        lines |= _listing(store, path, ref, be)
+    return lines, backend
+
+
+def _newest(lines: Iterable[bytes], keys: set[bytes], backend: Backend
+            ) -> dict[PackageKey, str]:
+    """The newest version of each of these `name\tarch` keys among the lines
+    (an index may list several versions of a package)."""
+    newest: dict[PackageKey, str] = {}
+    for line in lines:
+        head, _, tail = line.rpartition(b"\t")
+        if head not in keys:
+            continue
+        name, arch = head.decode().split("\t")
+        version = tail.decode()
+        old = newest.get((name, arch))
+        if old is None or (old != version and backend.compare_versions(version, old) > 0):
+            newest[(name, arch)] = version
+    return newest
+
+
+async def prepare(store: FsStore, files: Mapping[str, FileRef | None]) -> None:
+    """Work out the package lists of a new state's indices now (in a thread),
+    so that a later diff reads two small files. Best effort: a diff works
+    them out itself when they are missing."""
+    for path, ref, backend in _indices({p: r for p, r in files.items() if r}).values():
+        if store.derived_path("pkglist", ref[0]).exists():
+            continue
+        try:
+            await asyncio.to_thread(_listing, store, path, ref, backend)
+        except (PkgdepotError, OSError) as e:
+            log.warning("package list of %s not kept: %s", path, e)
 
 
 async def diff(store: FsStore, snapshots: Snapshots, repo: str, a: str, b: str) -> Diff:
@@ -98,9 +148,16 @@ async def diff(store: FsStore, snapshots: Snapshots, repo: str, a: str, b: str) 
     result = Diff(sa, sb)
     if {k: v[1] for k, v in ia.items()} == {k: v[1] for k, v in ib.items()}:
         return result  # the same package lists: nothing to read
-    (va, be_a), (vb, be_b) = await asyncio.gather(asyncio.to_thread(_read, store, ia),
+    (la, be_a), (lb, be_b) = await asyncio.gather(asyncio.to_thread(_read, store, ia),
                                                   asyncio.to_thread(_read, store, ib))
     backend = be_a or be_b
+    if backend is None:
+        return result
+    # Only lines in one state and not the other can change anything: compare
+    # the two sets of lines wholesale, then look closer at the few that differ.
+    only_a, only_b = la - lb, lb - la
+    keys = {line.rpartition(b"\t")[0] for line in only_a | only_b}
+    va, vb = _newest(la, keys, backend), _newest(lb, keys, backend)
     for key in sorted(va.keys() | vb.keys()):
         name, arch = key
         old, new = va.get(key), vb.get(key)
@@ -108,10 +165,11 @@ async def diff(store: FsStore, snapshots: Snapshots, repo: str, a: str, b: str) 
             result.added.append((name, new, arch))
         elif new is None and old is not None:
             result.removed.append((name, old, arch))
-        elif old is not None and new is not None and old != new and backend is not None:
+        elif old is not None and new is not None and old != new:
             cmp = backend.compare_versions(new, old)
             if cmp > 0:
                 result.upgraded.append((name, old, new, arch))
             elif cmp < 0:
                 result.downgraded.append((name, old, new, arch))
     return result
+

@@ -33,6 +33,7 @@ from debian import deb822
 
 from pkgdepot import openpgp
 from pkgdepot.config import Config, MirrorConfig, RepoConfig
+from pkgdepot.diff import prepare as prepare_diff
 from pkgdepot.errors import (
     FormatError,
     NotFound,
@@ -173,6 +174,7 @@ class Mirror:
             changes[path] = None
         await asyncio.to_thread(os.sync)  # every blob durable before the state names it
         snap = await self.snapshots.record(self.repo.name, changes, "mirror")
+        await prepare_diff(self.store, changes)
         self.result.snapshot = snap or latest
         self.result.seconds = time.monotonic() - t0
         return self.result

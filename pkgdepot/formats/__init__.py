@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -189,10 +190,21 @@ def decompress_to(content: Path, name: str, directory: Path) -> Path:
     try:
         with open_index(content, name) as src, os.fdopen(fd, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-    except BaseException:
+    except BaseException as e:
         os.unlink(tmp)
+        if _corrupt_stream(e):
+            raise FormatError(f"{name} does not decompress: {e}") from e
         raise
     return Path(tmp)
+
+
+def _corrupt_stream(e: BaseException) -> bool:
+    """A decompressor's complaint about its input (not a failing disk)."""
+    if isinstance(e, lzma.LZMAError | EOFError | gzip.BadGzipFile | zlib.error):
+        return True
+    if type(e).__name__ == "ZstdError":
+        return True
+    return type(e) is OSError and e.errno is None  # bz2: "Invalid data stream"
 
 
 @contextlib.contextmanager

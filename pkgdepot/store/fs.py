@@ -59,6 +59,7 @@ class FsStore:
         self.root = data_dir
         self.blobs = data_dir / "blobs"
         self.tmp = data_dir / "tmp"
+        self.derived = data_dir / "derived"
         self._entries: dict[str, Entry] = {}
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="pkgdepot-catalog")
         self._db: sqlite3.Connection | None = None
@@ -71,7 +72,7 @@ class FsStore:
         serving (or in a thread). With recover=False (commands that run beside
         a live server) nothing is cleaned up and entries are read on demand."""
         try:
-            for d in (self.root, self.blobs, self.tmp):
+            for d in (self.root, self.blobs, self.tmp, self.derived):
                 d.mkdir(mode=0o750, parents=True, exist_ok=True)
                 st = os.lstat(d)
                 if not stat.S_ISDIR(st.st_mode):
@@ -195,6 +196,25 @@ class FsStore:
 
     def open_blob(self, sha256: str) -> BinaryIO:
         return open(self.blob_path(sha256), "rb")
+
+    # -- derived data ----------------------------------------------------
+
+    def derived_path(self, kind: str, sha256: str) -> Path:
+        """Where data worked out from a blob (say, the package list of an
+        index) is kept: as immutable as the blob, dropped with it by GC."""
+        return self.derived / kind / sha256
+
+    def put_derived(self, path: Path, data: bytes) -> None:
+        """Keep derived data (blocking). Losing it costs only time, so it is
+        written without fsync; a crash leaves at worst a temporary behind."""
+        path.parent.mkdir(mode=0o750, exist_ok=True)
+        temp = self.new_temp()
+        try:
+            temp.write_bytes(data)
+            os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
 
     def new_temp(self) -> Path:
         fd, name = tempfile.mkstemp(prefix="dl-", dir=self.tmp)
@@ -346,6 +366,12 @@ class FsStore:
                         continue
                     files += 1
                     size += st.st_size
+            for kind in self.derived.iterdir():
+                if not kind.is_dir() or kind.is_symlink():
+                    continue
+                for kept in kind.iterdir():
+                    if not self.blob_path(kept.name).exists():
+                        kept.unlink(missing_ok=True)
             return files, size
 
         return await asyncio.to_thread(sweep)
