@@ -124,6 +124,25 @@ class Upstream:
     def release(self) -> None:
         self.response.release()
 
+    async def body(self, limit: int) -> bytes:
+        """The whole body, at most `limit` bytes. (`content.read(n)` returns
+        only what has arrived so far, not n bytes.) A body cut short of its
+        Content-Length or longer than the limit is an UpstreamError."""
+        parts: list[bytes] = []
+        size = 0
+        try:
+            while chunk := await self.response.content.read(1 << 18):
+                size += len(chunk)
+                if size > limit:
+                    raise UpstreamError(f"{self.url}: larger than {limit} bytes")
+                parts.append(chunk)
+        except aiohttp.ClientPayloadError as e:
+            raise UpstreamError(f"{self.url}: body cut short ({e})") from e
+        length = self.response.content_length
+        if length is not None and size != length:
+            raise UpstreamError(f"{self.url}: {size} bytes of the {length} announced")
+        return b"".join(parts)
+
 
 class Fetcher:
     def __init__(self, config: Config) -> None:

@@ -35,7 +35,6 @@ from pkgdepot import openpgp
 from pkgdepot.config import Config, MirrorConfig, RepoConfig
 from pkgdepot.diff import prepare as prepare_diff
 from pkgdepot.errors import (
-    FormatError,
     NotFound,
     PkgdepotError,
     UpstreamError,
@@ -699,7 +698,7 @@ class Mirror:
             body: bytes | None = None
             if length is not None and length <= SMALL_FILE:
                 # small: read whole, hash on the loop (microseconds), one thread hop
-                body = await up.response.content.read(SMALL_FILE + 1)
+                body = await up.body(SMALL_FILE)
                 sha.update(body)
                 if extra is not None:
                     extra.update(body)
@@ -763,10 +762,9 @@ class Mirror:
                 if up.status != 200:
                     errors.append(f"{url}: HTTP {up.status}")
                     continue
-                body = await up.response.content.read(limit + 1)
-                if len(body) > limit:
-                    raise FormatError(f"{url}: larger than {limit} bytes")
-                return bytes(body)
+                return await up.body(limit)
+            except UpstreamError as e:
+                errors.append(e.message)  # cut or too large: the next upstream
             finally:
                 up.release()
         if notfound == len(self.repo.upstreams):

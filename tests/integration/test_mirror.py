@@ -220,3 +220,18 @@ def test_sync_killed_midway_resumes(tmp_path: Path, upstream: Upstream, gpg_key:
     for p in repo.packages:  # the published state is complete
         status, _h, body = depot.get(f"/deb/{p.path}")
         assert status == 200 and hashlib.sha256(body).hexdigest() == p.sha256
+
+
+def test_sync_reads_bodies_that_arrive_in_pieces(tmp_path: Path, upstream: Upstream,
+                                                  gpg_key: GpgKey, depot: DepotProcess) -> None:
+    """Every file comes in 2 kB pieces 50 ms apart (the upstream trickles):
+    the sync reads each body to its end instead of taking the first piece for
+    the whole file, and serves the packages intact."""
+    repo = build_apt_repo(upstream.root / "debian", gpg_key, DEBS)
+    upstream.slow(lambda p: True, bytes_per_second=40_000)
+    out = sync(depot, "deb")
+    assert "published" in out
+    for p in repo.packages[:3]:
+        status, _headers, body = depot.get("/deb/" + p.path)
+        assert status == 200 and len(body) > 4000
+        assert hashlib.sha256(body).hexdigest() == p.sha256
