@@ -105,6 +105,10 @@ def plan(opts: Options, root: Path) -> Plan:
         if new != text:
             p.disable.append(rel)
             p.write[rel] = new
+    if not p.write:
+        raise PkgdepotError(f"no repository in {repo_dir} has an http:// baseurl that could "
+                            "go through the depot (https cannot be cached)",
+                            hint="name a repository of the depot with --repo NAME")
     return p
 
 

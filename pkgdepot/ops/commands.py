@@ -38,7 +38,8 @@ def register(sub: Any, common: argparse.ArgumentParser, with_store: WithStore) -
                     "needs). The server does the eviction by itself; this is for running it "
                     "now. Safe while the server and a sync run.")
     g.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
-                   help="never delete an unreferenced blob younger than this (default 3600)")
+                   help="never delete an unreferenced blob younger than this (default 3600); "
+                        "files used within min(SECONDS, 60) are not evicted either")
     g.set_defaults(func=store_command(_gc))
 
     v = sub.add_parser(

@@ -8,6 +8,7 @@ entry, and a server that finds a blob gone fetches the file again.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
 from pkgdepot.config import Config
@@ -35,10 +36,18 @@ class GcResult:
         return "\n".join(lines)
 
 
+def _forget_stale_access(db: sqlite3.Connection) -> None:
+    """Last-use times of entries that are gone (refetched under another
+    blob, dropped by an index) are of no use."""
+    with db:
+        db.execute("DELETE FROM access WHERE key NOT IN (SELECT key FROM entries)")
+
+
 async def collect(store: FsStore, config: Config, grace: float) -> GcResult:
     dirs = sum(1 for d in store.blobs.iterdir() if d.is_dir() and not d.is_symlink())
     with Progress("gc: scanning blobs", dirs, unit="dirs") as bar:
         files, size = await store.collect_garbage(grace=grace, on_dir=lambda: bar.advance(1))
+    await store.run_db(_forget_stale_access)
     eviction = None
     if config.max_size > 0:
         mirrors = frozenset(r.name for r in config.repos.values() if r.mirror)

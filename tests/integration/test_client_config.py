@@ -7,46 +7,21 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.depot import ROOT, DepotProcess
+from tests.integration.test_clients import apt_repo, depot, rpm_repo
 from tests.support.clients import AptClient, DnfClient, ZypperClient
-from tests.support.keys import GpgKey
-from tests.support.repos import AptRepo, DebSpec, RpmRepo, RpmSpec, build_apt_repo, build_rpm_repo
+from tests.support.repos import AptRepo, RpmRepo
 from tests.support.upstream import Upstream
+
+__all__ = ["apt_repo", "depot", "rpm_repo"]  # the depot and repositories of test_clients
 
 pytestmark = pytest.mark.clients
 
 BROKEN = "http://127.0.0.1:9/broken"  # nothing listens: a client that still uses it fails
-
-
-@pytest.fixture
-def apt_repo(upstream: Upstream, gpg_key: GpgKey) -> AptRepo:
-    return build_apt_repo(upstream.root / "debian", gpg_key, [DebSpec("hello", "1.0")])
-
-
-@pytest.fixture
-def rpm_repo(upstream: Upstream, gpg_key: GpgKey) -> RpmRepo:
-    return build_rpm_repo(upstream.root / "rpms", gpg_key, [RpmSpec("greet", "1.0")])
-
-
-@pytest.fixture
-def depot(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey) -> Iterator[DepotProcess]:
-    cfg = f"""
-[upstream]
-allow_networks = ["127.0.0.0/8"]
-[repos.deb]
-upstreams = ["{upstream.url}/debian"]
-keyring = "{gpg_key.public_armored}"
-[repos.rpms]
-upstreams = ["{upstream.url}/rpms"]
-keyring = "{gpg_key.public_armored}"
-"""
-    with DepotProcess(tmp_path / "depot", cfg) as d:
-        yield d
 
 
 def client_config(*args: str) -> str:
@@ -87,9 +62,9 @@ def test_apt_proxy_snippet(tmp_path: Path, apt_repo: AptRepo, depot: DepotProces
     assert (root / "etc/apt/sources.list").read_bytes() == before["etc/apt/sources.list"]
     c.update()
     c.install(["hello"])
-    assert c.installed() == {"hello": "1.0"}
+    assert c.installed() == {"hello": "1.0", "libhello": "1.0"}
     # through the depot (which files the upstream under its named repository)
-    assert cached(depot, "hello_1.0_all.deb") == [f"repo/deb/{apt_repo.package('hello').path}"]
+    assert cached(depot, "/hello_1.0_all.deb") == [f"repo/deb/{apt_repo.package('hello').path}"]
     client_config("apt", "--depot", depot.url, "--root", str(root), "--undo")
     assert tree(root) == before
 
@@ -110,7 +85,7 @@ def test_apt_named_repository_replaces_sources(tmp_path: Path, apt_repo: AptRepo
     assert (c.etc / "sources.list.d/old.list.disabled").exists()
     c.update()  # strict: would fail if a broken source were still active
     c.install(["hello"])
-    assert c.installed() == {"hello": "1.0"}
+    assert c.installed() == {"hello": "1.0", "libhello": "1.0"}
     client_config("apt", "--depot", depot.url, "--root", str(root), "--undo")
     assert tree(root) == before
 
@@ -157,7 +132,7 @@ def test_dnf(form: str, tmp_path: Path, rpm_repo: RpmRepo, depot: DepotProcess,
     assert c.installed().get("greet") == "1.0-1"
     if form == "proxy":
         assert f"proxy={depot.url}" in (c.reposdir / "old.repo").read_text()
-    assert cached(depot, "greet-1.0-1.noarch.rpm") == [
+    assert cached(depot, "/greet-1.0-1.noarch.rpm") == [
         f"repo/rpms/{rpm_repo.package('greet').path}"]
     client_config("dnf", "--depot", depot.url, "--root", str(root), "--undo")
     assert tree(root) == before
@@ -185,7 +160,7 @@ def test_zypper(form: str, tmp_path: Path, rpm_repo: RpmRepo, depot: DepotProces
     if form == "rewrite":
         assert f"baseurl={depot.url}/127.0.0.1:{upstream.port}/rpms/" in (
             repos / "old.repo").read_text()
-    assert cached(depot, "greet-1.0-1.noarch.rpm") == [
+    assert cached(depot, "/greet-1.0-1.noarch.rpm") == [
         "repo/rpms/" + rpm_repo.package("greet").path]
     client_config("zypper", "--depot", depot.url, "--root", str(z.root), "--undo")
     assert tree(repos) == before
