@@ -3,6 +3,7 @@ signed apt repository served from 127.0.0.1."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import subprocess
@@ -101,11 +102,12 @@ def test_server_evicts_least_recently_used_and_keeps_tagged(
         for i in (1, 2, 3, 4):
             fetch(depot, "/deb/" + v2.package(f"new{i}").path)
         assert fetch(depot, "/deb/" + v2.package("new1").path)[0] == "HIT"  # used again
-        depot.stop()
         shas = {n: v2.package(n).sha256 for n in ("new1", "new2", "new3", "new4")}
         shas["old"] = v1.package("old").sha256
-        import hashlib
         shas["stray"] = hashlib.sha256(stray.read_bytes()).hexdigest()
+        # clients get the last byte once it is verified, before the blob is in place
+        wait_for(lambda: all(blob(depot, s).exists() for s in shas.values()), 30, "commits")
+        depot.stop()
         total = usage(depot)
         size = {n: blob(depot, s).stat().st_size for n, s in shas.items()}
         # evicting the stray file alone is not enough to get under 90 %; with new2 it is
@@ -139,8 +141,9 @@ def test_gc_beside_running_server(tmp_path: Path, upstream: Upstream, gpg_key: G
         for n in ("a", "b", "c"):
             fetch(depot, "/deb/" + repo.package(n).path)
             time.sleep(0.05)
+        wait_for(lambda: all(blob(depot, repo.package(n).sha256).exists() for n in "abc"),
+                 30, "commits")
         junk = os.urandom(5000)
-        import hashlib
         junk_sha = hashlib.sha256(junk).hexdigest()
         blob(depot, junk_sha).parent.mkdir(exist_ok=True)
         blob(depot, junk_sha).write_bytes(junk)
@@ -169,6 +172,8 @@ def test_verify_reports_and_repairs(tmp_path: Path, upstream: Upstream,
         see_index(depot)
         fetch(depot, "/deb/" + repo.package("a").path)
         fetch(depot, "/deb/" + repo.package("b").path)
+        wait_for(lambda: all(blob(depot, repo.package(n).sha256).exists() for n in "ab"),
+                 30, "commits")
         assert pkgdepot(depot, "verify").returncode == 0
         bad = blob(depot, repo.package("a").sha256)
         bad.chmod(0o644)
