@@ -197,6 +197,8 @@ class Cache:
     async def lookup(self, route: Route) -> Hit | Streaming:
         key = route.key
         entry = self.store.lookup(key)
+        if entry is None and route.kind is Kind.IMMUTABLE and key not in self.flights:
+            entry = await self.store.load(key)  # added by another process (import, sync)?
         now = self.clock()
         if entry is not None and (route.kind is Kind.IMMUTABLE
                                   or now - entry.checked_at < self.config.revalidate_after):
@@ -566,7 +568,7 @@ class Cache:
         # next request fetches the version the index vouches for (instead of
         # serving a Packages file older than its InRelease: "Hash Sum mismatch").
         stale = [v.key for v in vouches if v.digest.algo == "sha256"
-                 and (ent := self.store.lookup(v.key)) is not None
+                 and (ent := self.store.peek(v.key)) is not None
                  and ent.sha256 != v.digest.hexdigest]
         for k in stale:
             await self.store.forget(k)

@@ -360,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
                     ".repo file.")
     sk.set_defaults(func=_signing_key)
 
+    from pkgdepot.ops import commands
+
+    commands.register(sub, common, _with_store)
+
     k = sub.add_parser("config-keys", help="list every configuration key with its meaning",
                        description="List every configuration key, its default and meaning.")
     k.set_defaults(func=_keys)

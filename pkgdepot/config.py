@@ -48,7 +48,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Setting:
     section: str
     key: str
-    kind: str  # "str" | "int" | "float" | "bool" | "list[str]" | "networks" | "listen"
+    kind: str  # "str" | "int" | "float" | "bool" | "list[str]" | "networks" | "listen" | "size"
     default: Any
     help: str
 
@@ -78,6 +78,10 @@ SETTINGS: tuple[Setting, ...] = (
             "without asking upstream again; a burst of clients shares one check."),
     Setting("cache", "negative_ttl", "float", 60.0,
             "Seconds an upstream 404 is remembered before asking again."),
+    Setting("cache", "max_size", "size", 0,
+            "Largest size of the store in bytes (0: no limit); a string may use K, M, G "
+            "or T (powers of 1024), e.g. \"50G\". Above it the server evicts least recently "
+            "used cache files, never one a tagged snapshot or a mirror needs."),
     Setting("cache", "allow_unknown_paths", "bool", False,
             "Also cache paths that no format backend recognizes (by default they are "
             "refused: no open proxy)."),
@@ -165,6 +169,7 @@ class Config:
     revalidate_after: float = 10.0
     negative_ttl: float = 60.0
     allow_unknown_paths: bool = False
+    max_size: int = 0
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     allow_hosts: tuple[str, ...] = ()
@@ -194,6 +199,20 @@ def _as_int(name: str, v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64:
         raise ConfigError(f"{name}: expected a whole number from 1 to 64, got {v!r}")
     return v
+
+
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+
+
+def _as_size(name: str, v: object) -> int:
+    """Bytes: a whole number, or a string such as "500M" or "50G" (powers of 1024)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        return v
+    m = SIZE_RE.match(v) if isinstance(v, str) else None
+    if m is None:
+        raise ConfigError(f"{name}: expected a size in bytes, got {v!r}",
+                          hint='write a number of bytes or e.g. "500M", "50G", "2T"')
+    return int(float(m.group(1)) * 1024 ** "_KMGT".index(m.group(2).upper() or "_"))
 
 
 def _as_bool(name: str, v: object) -> bool:
@@ -234,6 +253,7 @@ CONVERTERS: dict[str, Callable[[str, object], object]] = {
     "str": _as_str,
     "float": _as_float,
     "int": _as_int,
+    "size": _as_size,
     "bool": _as_bool,
     "list[str]": _as_list,
     "networks": _as_networks,

@@ -1,5 +1,13 @@
 """Progress for long work: a rich progress bar with rate and ETA on a
-terminal, plain log lines otherwise."""
+terminal, plain lines otherwise (logs, cron, systemd).
+
+The plain form writes one line when the work starts, one at most every
+`interval` seconds while it runs, and one when it ends:
+
+    verify: 0 of 12.0 MB
+    verify: 6.3 MB of 12.0 MB (52%), 4.1 MB/s, ETA 1 s
+    verify: done, 12.0 MB in 3 s (4.0 MB/s)
+"""
 
 from __future__ import annotations
 
@@ -12,25 +20,51 @@ from typing import TextIO
 log = logging.getLogger(__name__)
 
 
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def human_seconds(s: float) -> str:
+    s = int(s + 0.5)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 class Progress:
+    """`with Progress("import", total_bytes) as bar: bar.advance(n)`.
+
+    `unit` "B" counts bytes; any other unit ("files", "entries") counts
+    items. `stream` defaults to stderr; `interval` is the seconds between
+    plain lines."""
+
     def __init__(self, description: str, total: int, unit: str = "B",
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, interval: float = 5.0) -> None:
         self.description = description
         self.total = total
         self.unit = unit
         self.done = 0
+        self.interval = interval
         self._stream: TextIO = stream or sys.stderr
         self._rich: object | None = None
         self._task: object | None = None
-        self._last_line = 0.0
         self._start = time.monotonic()
+        self._last_line = self._start
 
     def __enter__(self) -> Progress:
+        self._start = self._last_line = time.monotonic()
         if self._stream.isatty():
             from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 DownloadColumn,
+                MofNCompleteColumn,
                 TaskProgressColumn,
                 TextColumn,
                 TimeRemainingColumn,
@@ -38,38 +72,55 @@ class Progress:
             )
             from rich.progress import Progress as RichProgress
 
+            rate = (TransferSpeedColumn() if self.unit == "B" else
+                    TextColumn("{task.speed:.0f} " + self.unit + "/s"))
             columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                       DownloadColumn() if self.unit == "B" else TextColumn(
-                           "{task.completed}/{task.total}"),
-                       TransferSpeedColumn(), TimeRemainingColumn()]
+                       DownloadColumn() if self.unit == "B" else MofNCompleteColumn(),
+                       rate, TimeRemainingColumn()]
             rp = RichProgress(*columns, console=Console(file=self._stream))
             rp.start()
             self._task = rp.add_task(self.description, total=self.total)
             self._rich = rp
         else:
-            log.info("%s: %s", self.description, self._amount(self.total))
+            self._line(f"0 of {self._amount(self.total)}")
         return self
 
     def _amount(self, n: float) -> str:
         if self.unit == "B":
-            return f"{n / 1e6:.1f} MB"
+            return human_bytes(n)
         return f"{int(n)} {self.unit}"
 
-    def advance(self, n: int) -> None:
+    def _rate(self, elapsed: float) -> str:
+        rate = self.done / max(elapsed, 1e-6)
+        return f"{human_bytes(rate)}/s" if self.unit == "B" else f"{rate:.0f} {self.unit}/s"
+
+    def _line(self, text: str) -> None:
+        print(f"{self.description}: {text}", file=self._stream, flush=True)
+
+    def advance(self, n: int = 1) -> None:
         self.done += n
         if self._rich is not None:
             self._rich.update(self._task, advance=n)  # type: ignore[attr-defined]
             return
         now = time.monotonic()
-        if now - self._last_line >= 5 or self.done >= self.total:
-            self._last_line = now
-            rate = self.done / max(now - self._start, 1e-6)
-            print(f"{self.description}: {self._amount(self.done)} of {self._amount(self.total)}"
-                  f" ({rate / 1e6:.1f} MB/s)" if self.unit == "B" else
-                  f"{self.description}: {self.done} of {self.total}",
-                  file=self._stream, flush=True)
+        if now - self._last_line < self.interval or self.done >= self.total:
+            return
+        self._last_line = now
+        elapsed = now - self._start
+        text = f"{self._amount(self.done)} of {self._amount(self.total)}"
+        if self.total > 0:
+            text += f" ({100 * self.done // self.total}%)"
+        text += f", {self._rate(elapsed)}"
+        if 0 < self.done < self.total:
+            text += f", ETA {human_seconds(elapsed * (self.total - self.done) / self.done)}"
+        self._line(text)
 
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._rich is not None:
             self._rich.stop()  # type: ignore[attr-defined]
+            return
+        elapsed = time.monotonic() - self._start
+        outcome = "done" if t is None else "stopped"
+        self._line(f"{outcome}, {self._amount(self.done)} in {human_seconds(elapsed)} "
+                   f"({self._rate(elapsed)})")

@@ -36,6 +36,8 @@ from pkgdepot.errors import (
 )
 from pkgdepot.fetch import Fetcher
 from pkgdepot.formats import Kind
+from pkgdepot.ops.evict import Evictor
+from pkgdepot.ops.housekeeping import Housekeeping
 from pkgdepot.proxy import tunnel
 from pkgdepot.proxy.http import (
     content_type,
@@ -123,6 +125,17 @@ class OpenBlobs:
         if item is not None:
             item[1] -= 1
 
+    def in_use(self, sha: str) -> bool:
+        item = self._files.get(sha)
+        return item is not None and item[1] > 0
+
+    def discard(self, sha: str) -> None:
+        """Close a blob that was deleted (its disk space is freed once closed)."""
+        item = self._files.get(sha)
+        if item is not None and item[1] <= 0:
+            del self._files[sha]
+            item[0].close()
+
 
 def _read_nowait(f: BinaryIO, size: int) -> bytes | None:
     """The whole file if it is in the page cache, without ever blocking on
@@ -169,6 +182,20 @@ class Depot:
         self.cache: Cache | None = None
         self.snapshots = Snapshots(self.store)
         self._allowed_clients: set[str] = set()
+        self.housekeeping: Housekeeping | None = None
+
+    def _start_housekeeping(self) -> None:
+        """Access times are written in batches; the leader enforces cache.max_size."""
+        evictor = None
+        if self.leader is None and self.config.max_size > 0:
+            mirrors = frozenset(r.name for r in self.config.repos.values() if r.mirror)
+            evictor = Evictor(self.store, self.config.max_size, mirrors, recent=5.0,
+                              busy=lambda key, sha: (self.cache is not None and key in
+                                                     self.cache.flights)
+                              or self.open_blobs.in_use(sha),
+                              on_removed=self.open_blobs.discard)
+        self.housekeeping = Housekeeping(self.store, evictor)
+        self.housekeeping.start()
 
     async def start(self) -> None:
         if self.leader is not None:  # a worker: reads only, never cleans up or fetches
@@ -180,6 +207,7 @@ class Depot:
                 connector=aiohttp.UnixConnector(path=self.leader, limit=0),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
                 auto_decompress=False)
+            self._start_housekeeping()
             return
         await asyncio.to_thread(self.store.open)
         keyrings: dict[str, Path] = {}
@@ -192,8 +220,11 @@ class Depot:
         mirrors = frozenset(r.name for r in self.config.repos.values() if r.mirror)
         self.cache = Cache(self.config, self.store, self.fetcher, keyrings,
                            snapshots=self.snapshots, mirrors=mirrors)
+        self._start_housekeeping()
 
     async def close(self) -> None:
+        if self.housekeeping is not None:
+            await self.housekeeping.stop()
         if self._leader_session is not None:
             await self._leader_session.close()
             await self.store.close()
@@ -237,7 +268,14 @@ class Depot:
             assert self.cache is not None
             result = await self.cache.lookup(route)
             if isinstance(result, Hit):
-                return await self._serve_entry(request, route, result)
+                try:
+                    return await self._serve_entry(request, route, result)
+                except FileNotFoundError:
+                    # evicted or repaired by `pkgdepot gc`/`verify` meanwhile: fetch again
+                    self.store.evict(route.key)
+                    result = await self.cache.lookup(route)
+                    if isinstance(result, Hit):
+                        return await self._serve_entry(request, route, result)
             return await self._serve_stream(request, route, result)
         except PkgdepotError as e:
             if not isinstance(e, BadRequest | Forbidden | MethodNotAllowed) and e.status >= 500:
@@ -261,7 +299,10 @@ class Depot:
                 return await self._serve_mirror(request, route, None)
             entry = await self._fresh_entry(route)
             if entry is not None:
-                return await self._serve_entry(request, route, Hit(entry, "HIT"))
+                try:
+                    return await self._serve_entry(request, route, Hit(entry, "HIT"))
+                except FileNotFoundError:
+                    self.store.evict(route.key)  # evicted meanwhile: the leader fetches it
         return await self._forward(request, target)
 
     async def _fresh_entry(self, route: Route) -> Entry | None:

@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS vouches (
     digest TEXT NOT NULL,
     canonical TEXT
 );
+CREATE TABLE IF NOT EXISTS access (
+    key TEXT PRIMARY KEY,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_sha256 ON entries(sha256);
 """
 
 
@@ -63,6 +68,10 @@ class FsStore:
         self._entries: dict[str, Entry] = {}
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="pkgdepot-catalog")
         self._db: sqlite3.Connection | None = None
+        #: key -> when it was last read, not yet written to the catalog (see flush_access)
+        self._accessed: dict[str, float] = {}
+        #: bytes of new blobs this process placed (the size limit's running estimate)
+        self.bytes_placed = 0
 
     # -- opening and recovery --------------------------------------------
 
@@ -140,6 +149,7 @@ class FsStore:
         process, such as a mirror sync, may have added it)."""
         e = self._entries.get(key)
         if e is not None:
+            self._accessed[key] = time.time()
             return e
 
         def run() -> Entry | None:
@@ -241,6 +251,7 @@ class FsStore:
         dest.parent.mkdir(exist_ok=True)
         os.chmod(temp, 0o444)
         os.replace(temp, dest)
+        self.bytes_placed += os.stat(dest).st_size
 
     async def commit(self, temp: Path, entry: Entry, synced: bool = False) -> Entry:
         await asyncio.to_thread(self._place, temp, entry.sha256, synced)
@@ -289,7 +300,31 @@ class FsStore:
     # -- entries ---------------------------------------------------------
 
     def lookup(self, key: str) -> Entry | None:
+        e = self._entries.get(key)
+        if e is not None:
+            self._accessed[key] = time.time()
+        return e
+
+    def peek(self, key: str) -> Entry | None:
+        """The entry for a key, from memory, without counting it as a use."""
         return self._entries.get(key)
+
+    async def flush_access(self) -> int:
+        """Write the last-access times collected since the last call to the
+        catalog in one transaction (hits only touch a dict); how many."""
+        if not self._accessed:
+            return 0
+        batch, self._accessed = self._accessed, {}
+
+        def run() -> None:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany(
+                    "INSERT INTO access VALUES (?,?) ON CONFLICT(key) DO UPDATE "
+                    "SET at=max(at, excluded.at)", list(batch.items()))
+
+        await self._call(run)
+        return len(batch)
 
     def evict(self, key: str) -> None:
         """Forget the in-memory copy of an entry (the catalog is read again)."""
@@ -333,10 +368,12 @@ class FsStore:
         return v
 
 
-    async def collect_garbage(self, grace: float = 3600.0) -> tuple[int, int]:
+    async def collect_garbage(self, grace: float = 3600.0,
+                              on_dir: Callable[[], None] | None = None) -> tuple[int, int]:
         """Delete blobs that no cache entry and no snapshot references and that
         are older than `grace` seconds (so that a blob just written by a running
         server or sync, whose reference is about to be recorded, is kept).
+        `on_dir` is called after each of the (up to 256) blob directories.
         Returns (files, bytes) removed."""
 
         def referenced(db: sqlite3.Connection) -> set[str]:
@@ -366,6 +403,8 @@ class FsStore:
                         continue
                     files += 1
                     size += st.st_size
+                if on_dir is not None:
+                    on_dir()
             for kind in self.derived.iterdir():
                 if not kind.is_dir() or kind.is_symlink():
                     continue

@@ -1,0 +1,54 @@
+"""Progress without a terminal: plain lines with amounts, rate and ETA."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+import pytest
+
+from pkgdepot.progress import Progress, human_bytes, human_seconds
+
+
+def test_plain_lines_bytes() -> None:
+    out = io.StringIO()  # not a terminal
+    with Progress("verify", 4_000_000, stream=out, interval=0) as bar:
+        time.sleep(0.01)
+        bar.advance(1_000_000)
+        bar.advance(3_000_000)  # the end: no progress line, the done line follows
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "verify: 0 of 4.0 MB"
+    assert re.fullmatch(r"verify: 1\.0 MB of 4\.0 MB \(25%\), [\d.]+ [KMG]?B/s, ETA \d+ s",
+                        lines[1]), lines[1]
+    assert re.fullmatch(r"verify: done, 4\.0 MB in \d+ s \([\d.]+ [KMG]?B/s\)", lines[2]), lines
+    assert len(lines) == 3
+
+
+def test_plain_lines_items_and_interval() -> None:
+    out = io.StringIO()
+    with Progress("gc: scanning blobs", 256, unit="dirs", stream=out, interval=3600) as bar:
+        for _ in range(256):
+            bar.advance(1)
+    lines = out.getvalue().splitlines()
+    # no line in between: the interval has not passed
+    assert lines[0] == "gc: scanning blobs: 0 of 256 dirs"
+    assert re.fullmatch(r"gc: scanning blobs: done, 256 dirs in \d+ s \(\d+ dirs/s\)", lines[1])
+    assert len(lines) == 2
+
+
+def test_failure_says_stopped() -> None:
+    out = io.StringIO()
+    with pytest.raises(RuntimeError), Progress("import", 10, unit="files", stream=out,
+                                               interval=0) as bar:
+        bar.advance(3)
+        raise RuntimeError("disk full")
+    assert out.getvalue().splitlines()[-1].startswith("import: stopped, 3 files in ")
+
+
+def test_human_units() -> None:
+    assert human_bytes(999) == "999 B"
+    assert human_bytes(1_500_000) == "1.5 MB"
+    assert human_seconds(59.6) == "60 s"
+    assert human_seconds(3599) == "59 min 59 s"
+    assert human_seconds(7300) == "2 h 01 min"
