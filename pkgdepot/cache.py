@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -36,6 +36,7 @@ from pkgdepot.errors import (
 )
 from pkgdepot.fetch import Fetcher, Upstream
 from pkgdepot.formats import Kind, PathInfo, Role, Vouch
+from pkgdepot.metrics import Stats
 from pkgdepot.proxy.route import Route
 from pkgdepot.snapshots import FileRef, Snapshots
 from pkgdepot.store import Entry
@@ -137,21 +138,12 @@ class Streaming:
     head: StreamHead
 
 
-@dataclass
-class Stats:
-    hits: int = 0
-    misses: int = 0
-    revalidated: int = 0
-    stale: int = 0
-    errors: int = 0
-    verify_failures: int = 0
-    upstream_requests: int = 0
-    bytes_from_upstream: int = 0
-    recent_errors: list[str] = field(default_factory=list)
-
-    def error(self, msg: str) -> None:
-        self.recent_errors.append(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {msg}")
-        del self.recent_errors[:-50]
+def _upstream_base(route: Route, i: int) -> str:
+    """What upstream health is recorded under: the repository's i-th base URL,
+    or SCHEME://HOST[:PORT] of the /HOST/ form."""
+    if route.repo is not None:
+        return route.repo.upstreams[i]
+    return f"{route.key.partition('/')[0]}://{route.origin}"
 
 
 class Hasher:
@@ -246,7 +238,8 @@ class Cache:
                 if len(self.failed_recently) > 10000:
                     self.failed_recently.clear()
             if isinstance(e, PkgdepotError) and not isinstance(e, NotFound):
-                self.stats.error(f"{route.key}: {e.message}")
+                self.stats.error(f"{route.key}: {e.message}", "verification"
+                                 if isinstance(e, VerificationError) else "upstream")
             if not flight.head.done():
                 flight.head.set_exception(e)
             if not flight.done.done():
@@ -296,16 +289,21 @@ class Cache:
                 headers["If-Modified-Since"] = old.last_modified
         keyring = self._keyring(route) if route.info.role in SIGNED_ROLES else None
         errors: list[PkgdepotError] = []
-        for url in route.urls:
+        for i, url in enumerate(route.urls):
             self.stats.upstream_requests += 1
+            base = _upstream_base(route, i)
+            started = time.monotonic()
             try:
                 up = await self.fetcher.get(url, headers)
             except Forbidden:
                 raise
             except UpstreamError as e:
                 log.warning("upstream failed: %s", e.message)
+                self.stats.upstream(base, time.monotonic() - started, e.message)
                 errors.append(e)
                 continue
+            self.stats.upstream(base, time.monotonic() - started, None if up.status < 500
+                                else f"{up.url} answered HTTP {up.status}")
             try:
                 result = await self._take(flight, route, old, up, expected, keyring)
             except (UpstreamError, VerificationError, FormatError) as e:
@@ -359,7 +357,10 @@ class Cache:
             flight.size = length
             flight.head.set_result(StreamHead(length, etag, last_modified))
         hasher = Hasher(expected.digest.algo if expected else None)
-        await self._receive(flight, up, wfd, hasher)
+        try:
+            await self._receive(flight, up, wfd, hasher)
+        finally:
+            self.stats.fetched(route.origin, flight.written)
         if length is not None and flight.written != length:
             raise UpstreamError(f"{up.url}: connection closed after {flight.written} "
                                 f"of {length} bytes")
@@ -395,7 +396,6 @@ class Cache:
         finally:
             if plain is not None:
                 plain.unlink(missing_ok=True)
-        self.stats.bytes_from_upstream += flight.written
         return entry
 
     def _open_temp(self) -> tuple[Path, BinaryIO, int]:
@@ -552,7 +552,7 @@ class Cache:
         except (FormatError, OSError, ValueError, EOFError) as e:
             log.warning("%s: cannot read the index (%s); files it lists stay unverified",
                         key, e)
-            self.stats.error(f"{key}: unreadable index: {e}")
+            self.stats.error(f"{key}: unreadable index: {e}", "index")
             return
         n = await self.store.add_vouches(vouches)
         log.debug("%s vouches for %d files", key, n)
