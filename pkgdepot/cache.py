@@ -191,7 +191,6 @@ class Cache:
         now = self.clock()
         if entry is not None and (route.kind is Kind.IMMUTABLE
                                   or now - entry.checked_at < self.config.revalidate_after):
-            self.stats.hits += 1
             return Hit(entry, "HIT")
         until = self.negative.get(key)
         if until is not None:
@@ -206,17 +205,12 @@ class Cache:
             head = await asyncio.shield(flight.head)
         except (UpstreamError, Forbidden) as e:
             if entry is not None and not isinstance(e, VerificationError | Forbidden):
-                self.stats.stale += 1
                 return Hit(entry, "STALE", f'110 pkgdepot "Response is stale: {e.message}"')
-            self.stats.errors += 1
             raise
         if isinstance(head, Entry):
             if flight.revalidated:
-                self.stats.revalidated += 1
                 return Hit(head, "REVALIDATED")
-            self.stats.misses += 1
             return Hit(head, "MISS")
-        self.stats.misses += 1
         return Streaming(flight, head)
 
     def _start(self, route: Route, old: Entry | None) -> Flight:

@@ -161,13 +161,9 @@ class UpstreamHealth:
 
 @dataclass
 class Stats:
-    """What the fetching process counts (the cache's side)."""
+    """What the fetching process counts (the cache's side; the server counts
+    requests in `Counters`)."""
 
-    hits: int = 0
-    misses: int = 0
-    revalidated: int = 0
-    stale: int = 0
-    errors: int = 0
     verify_failures: int = 0
     upstream_requests: int = 0
     bytes_from_upstream: int = 0
