@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,6 +37,7 @@ from pkgdepot.errors import (
 )
 from pkgdepot.fetch import Fetcher, Upstream
 from pkgdepot.formats import Kind, PathInfo, Role, Vouch
+from pkgdepot.metrics import Stats
 from pkgdepot.proxy.route import Route
 from pkgdepot.snapshots import FileRef, Snapshots
 from pkgdepot.store import Entry
@@ -138,21 +139,12 @@ class Streaming:
     head: StreamHead
 
 
-@dataclass
-class Stats:
-    hits: int = 0
-    misses: int = 0
-    revalidated: int = 0
-    stale: int = 0
-    errors: int = 0
-    verify_failures: int = 0
-    upstream_requests: int = 0
-    bytes_from_upstream: int = 0
-    recent_errors: list[str] = field(default_factory=list)
-
-    def error(self, msg: str) -> None:
-        self.recent_errors.append(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {msg}")
-        del self.recent_errors[:-50]
+def _upstream_base(route: Route, i: int) -> str:
+    """What upstream health is recorded under: the repository's i-th base URL,
+    or SCHEME://HOST[:PORT] of the /HOST/ form."""
+    if route.repo is not None:
+        return route.repo.upstreams[i]
+    return f"{route.key.partition('/')[0]}://{route.origin}"
 
 
 class Hasher:
@@ -202,7 +194,6 @@ class Cache:
         now = self.clock()
         if entry is not None and (route.kind is Kind.IMMUTABLE
                                   or now - entry.checked_at < self.config.revalidate_after):
-            self.stats.hits += 1
             return Hit(entry, "HIT")
         until = self.negative.get(key)
         if until is not None:
@@ -217,17 +208,12 @@ class Cache:
             head = await asyncio.shield(flight.head)
         except (UpstreamError, Forbidden) as e:
             if entry is not None and not isinstance(e, VerificationError | Forbidden):
-                self.stats.stale += 1
                 return Hit(entry, "STALE", f'110 pkgdepot "Response is stale: {e.message}"')
-            self.stats.errors += 1
             raise
         if isinstance(head, Entry):
             if flight.revalidated:
-                self.stats.revalidated += 1
                 return Hit(head, "REVALIDATED")
-            self.stats.misses += 1
             return Hit(head, "MISS")
-        self.stats.misses += 1
         return Streaming(flight, head)
 
     def _start(self, route: Route, old: Entry | None) -> Flight:
@@ -249,7 +235,8 @@ class Cache:
                 if len(self.failed_recently) > 10000:
                     self.failed_recently.clear()
             if isinstance(e, PkgdepotError) and not isinstance(e, NotFound):
-                self.stats.error(f"{route.key}: {e.message}")
+                self.stats.error(f"{route.key}: {e.message}", "verification"
+                                 if isinstance(e, VerificationError) else "upstream")
             if not flight.head.done():
                 flight.head.set_exception(e)
             if not flight.done.done():
@@ -299,16 +286,21 @@ class Cache:
                 headers["If-Modified-Since"] = old.last_modified
         keyring = self._keyring(route) if route.info.role in SIGNED_ROLES else None
         errors: list[PkgdepotError] = []
-        for url in route.urls:
+        for i, url in enumerate(route.urls):
             self.stats.upstream_requests += 1
+            base = _upstream_base(route, i)
+            started = time.monotonic()
             try:
                 up = await self.fetcher.get(url, headers)
             except Forbidden:
                 raise
             except UpstreamError as e:
                 log.warning("upstream failed: %s", e.message)
+                self.stats.upstream(base, time.monotonic() - started, e.message)
                 errors.append(e)
                 continue
+            self.stats.upstream(base, time.monotonic() - started, None if up.status < 500
+                                else f"{up.url} answered HTTP {up.status}")
             try:
                 result = await self._take(flight, route, old, up, expected, keyring)
             except (UpstreamError, VerificationError, FormatError) as e:
@@ -362,7 +354,10 @@ class Cache:
             flight.size = length
             flight.head.set_result(StreamHead(length, etag, last_modified))
         hasher = Hasher(expected.digest.algo if expected else None)
-        await self._receive(flight, up, wfd, hasher)
+        try:
+            await self._receive(flight, up, wfd, hasher)
+        finally:
+            self.stats.fetched(route.origin, flight.written)
         if length is not None and flight.written != length:
             raise UpstreamError(f"{up.url}: connection closed after {flight.written} "
                                 f"of {length} bytes")
@@ -398,7 +393,6 @@ class Cache:
         finally:
             if plain is not None:
                 plain.unlink(missing_ok=True)
-        self.stats.bytes_from_upstream += flight.written
         return entry
 
     def _open_temp(self) -> tuple[Path, BinaryIO, int]:
@@ -560,7 +554,7 @@ class Cache:
         except (FormatError, OSError, ValueError, EOFError) as e:
             log.warning("%s: cannot read the index (%s); files it lists stay unverified",
                         key, e)
-            self.stats.error(f"{key}: unreadable index: {e}")
+            self.stats.error(f"{key}: unreadable index: {e}", "index")
             return
         n = await self.store.add_vouches(vouches)
         log.debug("%s vouches for %d files", key, n)

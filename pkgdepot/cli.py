@@ -43,14 +43,20 @@ Clients reach the depot in any of these ways (DEPOT = http://HOST:3142):
   named repo:     deb DEPOT/NAME bookworm main           ([repos.NAME] in the config)
   dnf / zypper:   proxy=DEPOT in dnf.conf, or baseurl=DEPOT/NAME/... in a .repo file
 
+Operating it: the status page is DEPOT/ (repositories, upstream health, hit ratio,
+traffic, disk use, snapshots and their diffs, recent errors); Prometheus metrics are
+at DEPOT/metrics.
+
 Configuration keys (TOML, --config FILE):
 """
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pkgdepot.logs import use_log_format
     from pkgdepot.proxy.server import serve
 
     config = _config(args)
+    use_log_format(config.log_format)
     log.info("data directory: %s", config.data_dir)
 
     async def main() -> None:
@@ -73,6 +79,9 @@ def _config(args: argparse.Namespace) -> Config:
         config = dataclasses.replace(config, listen_host=host, listen_port=port)
     if getattr(args, "data_dir", None):
         config = dataclasses.replace(config, data_dir=Path(args.data_dir))
+    for key in ("access_log", "log_format"):  # serve's --access-log and --log-format
+        if getattr(args, key, None) is not None:
+            config = dataclasses.replace(config, **{key: getattr(args, key)})
     return config
 
 
@@ -256,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SERVE_EPILOG + keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--listen", metavar="HOST:PORT",
                    help="address to listen on (overrides server.listen; default 0.0.0.0:3142)")
+    s.add_argument("--access-log", metavar="PATH",
+                   help='one line per request, with the cache result, to PATH ("-": stderr); '
+                        "overrides server.access_log")
+    s.add_argument("--log-format", choices=("text", "json"),
+                   help="json: access log and server log as one JSON object a line "
+                        "(overrides server.log_format)")
     s.set_defaults(func=_serve)
 
     c = sub.add_parser("check-config", parents=[common],

@@ -73,6 +73,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "allow_clients", "networks", list(PRIVATE_CLIENT_NETWORKS),
             "Client networks (CIDR) that may use the depot. Default: loopback and the "
             "private ranges."),
+    Setting("server", "access_log", "str", "",
+            'Access log: a file path, "-" for stderr, "" (the default) for none. One line a '
+            "request in the combined log format with the cache result (hit, miss...) "
+            'appended, or JSON with log_format = "json".'),
+    Setting("server", "log_format", "str", "text",
+            '"text", or "json" for one JSON object a line in the access log and the '
+            "server's own log."),
     Setting("cache", "revalidate_after", "float", 10.0,
             "Seconds a volatile file (InRelease, Packages, repomd.xml...) is served "
             "without asking upstream again; a burst of clients shares one check."),
@@ -178,6 +185,8 @@ class Config:
     user_agent: str = "pkgdepot/0.1"
     public_url: str = ""
     workers: int = 1
+    access_log: str = ""
+    log_format: str = "text"
     repos: Mapping[str, RepoConfig] = field(default_factory=dict)
 
 
@@ -380,6 +389,9 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
         kwargs[s.key] = value
     if kwargs.get("public_url"):
         kwargs["public_url"] = _check_url("server.public_url", kwargs["public_url"])
+    if kwargs["log_format"] not in ("text", "json"):
+        raise ConfigError(f'server.log_format: expected "text" or "json", '
+                          f"got {kwargs['log_format']!r}")
     for hp in kwargs.get("allow_connect", ()):
         if not re.fullmatch(r"[A-Za-z0-9.-]+:\d+", hp):
             raise ConfigError(f"upstream.allow_connect: {hp!r} is not HOST:PORT")

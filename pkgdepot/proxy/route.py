@@ -4,6 +4,7 @@ Accepted forms:
     GET http://HOST[:PORT]/PATH      forward proxy (absolute form)
     GET /HOST[:PORT]/PATH            upstream host in the path (apt-cacher-ng style)
     GET /NAME/PATH                   a named repository from the config
+    GET /, /metrics, /_pkgdepot/...  the depot's own pages (status, metrics)
 
 The path is checked strictly (no traversal in any encoding, no NUL, no
 backslash, no empty segments) before it is decoded, and again after.
@@ -28,7 +29,9 @@ QUERY_OK_RE = re.compile(r"(^|/)(metalink|mirrorlist)$")
 #: Characters kept literally when a decoded path is sent upstream.
 SAFE = "/:@!$&'()*+,;=-._~"
 MEMO_SIZE = 1 << 16
-RESERVED_FIRST_SEGMENTS = {"metrics", "_pkgdepot"}
+#: First segments of the depot's own pages. A repository name cannot start
+#: with "_"; one named "metrics" hides /metrics (then use /_pkgdepot/metrics).
+OWN_FIRST_SEGMENTS = {"metrics", "_pkgdepot"}
 
 
 def is_authority(segment: str) -> bool:
@@ -60,10 +63,19 @@ class Route:
     repo: RepoConfig | None
     backend: Backend | None  # None only when unknown paths are allowed
     info: PathInfo
+    origin: str              # what metrics count it under: the repository name or HOST[:PORT]
 
     @property
     def kind(self) -> Kind:
         return self.info.kind
+
+
+@dataclass(frozen=True, slots=True)
+class OwnPage:
+    """One of the depot's own pages: "" (the status page), "metrics" or
+    "_pkgdepot/..." (the path without its leading '/')."""
+
+    path: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,27 +132,25 @@ class Router:
         self._bases: list[tuple[str, RepoConfig]] = sorted(
             ((u + "/", r) for r in config.repos.values() for u in r.upstreams),
             key=lambda t: -len(t[0]))
-        self._memo: dict[str, Route | SnapshotRoute] = {}
+        self._memo: dict[str, Route | SnapshotRoute | OwnPage] = {}
         self._self_names = {"localhost", "127.0.0.1", "::1", socket.gethostname().lower(),
                             socket.getfqdn().lower()}
         if config.listen_host not in ("0.0.0.0", "::"):
             self._self_names.add(config.listen_host.lower())
 
-    def route(self, target: str) -> Route | SnapshotRoute | None:
-        """Route a request target. None means: the depot's own pages ('/').
-        Routes are pure functions of the target and the (frozen) config, so
-        they are memoized."""
+    def route(self, target: str) -> Route | SnapshotRoute | OwnPage:
+        """Route a request target. Routes are pure functions of the target and
+        the (frozen) config, so they are memoized."""
         found = self._memo.get(target)
         if found is not None:
             return found
         route = self._route(target)
-        if route is not None:
-            if len(self._memo) >= MEMO_SIZE:
-                self._memo.clear()
-            self._memo[target] = route
+        if len(self._memo) >= MEMO_SIZE:
+            self._memo.clear()
+        self._memo[target] = route
         return route
 
-    def _route(self, target: str) -> Route | SnapshotRoute | None:
+    def _route(self, target: str) -> Route | SnapshotRoute | OwnPage:
         if len(target) > 4096:
             raise BadRequest("request target too long")
         check_raw_path(target)
@@ -150,18 +160,16 @@ class Router:
             raise BadRequest("request target must be a path or an absolute http:// URL")
         raw_path, _, query = target.partition("?")
         path = decode_path(raw_path)
-        if path == "":
-            if query:
-                raise BadRequest("no query string here")
-            return None
         first, _, rest = path.partition("/")
         if first in self.config.repos:
             repo = self.config.repos[first]
             return self._named(repo, rest, query)
         if first == "snapshot":
             return self._snapshot(rest, query)
-        if first in RESERVED_FIRST_SEGMENTS:
-            raise NotFound(f"/{first}/ is not available in this version of pkgdepot")
+        if path == "" or first in OWN_FIRST_SEGMENTS:
+            if query:
+                raise BadRequest("the depot's own pages take no query string")
+            return OwnPage(path)
         if is_authority(first):
             return self._host("http", first, rest, query)
         names = ", ".join(sorted(self.config.repos)) or "none configured"
@@ -180,7 +188,7 @@ class Router:
         when, _, path = tail.partition("/")
         return SnapshotRoute(repo, when, self._named(repo, path, query))
 
-    def _absolute(self, target: str) -> Route | SnapshotRoute | None:
+    def _absolute(self, target: str) -> Route | SnapshotRoute | OwnPage:
         try:
             parts = urlsplit(target)
             port = parts.port
@@ -227,7 +235,7 @@ class Router:
         suffix = quote(path, safe=SAFE) + (f"?{query}" if query else "")
         key = f"repo/{repo.name}/{path}" + (f"?{query}" if query else "")
         return Route(key, path, tuple(f"{u}/{suffix}" for u in repo.upstreams),
-                     repo, backend, info)
+                     repo, backend, info, repo.name)
 
     def _host(self, scheme: str, authority: str, path: str, query: str) -> Route:
         full = f"{scheme}://{authority.lower()}/{path}"
@@ -237,4 +245,5 @@ class Router:
         backend, info = self._classify(path, query)
         suffix = quote(path, safe=SAFE) + (f"?{query}" if query else "")
         key = f"{scheme}/{authority.lower()}/{path}" + (f"?{query}" if query else "")
-        return Route(key, path, (f"{scheme}://{authority}/{suffix}",), None, backend, info)
+        return Route(key, path, (f"{scheme}://{authority}/{suffix}",), None, backend, info,
+                     authority.lower())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import ipaddress
 import json
 import logging
@@ -36,9 +35,11 @@ from pkgdepot.errors import (
 )
 from pkgdepot.fetch import Fetcher
 from pkgdepot.formats import Kind
+from pkgdepot.logs import AccessLog, use_log_format
+from pkgdepot.metrics import NO_ORIGIN, Counters
 from pkgdepot.ops.evict import Evictor
 from pkgdepot.ops.housekeeping import Housekeeping
-from pkgdepot.proxy import tunnel
+from pkgdepot.proxy import status, tunnel
 from pkgdepot.proxy.http import (
     content_type,
     etag_matches,
@@ -46,7 +47,7 @@ from pkgdepot.proxy.http import (
     parse_http_date,
     parse_range,
 )
-from pkgdepot.proxy.route import Route, Router, SnapshotRoute
+from pkgdepot.proxy.route import OwnPage, Route, Router, SnapshotRoute
 from pkgdepot.snapshots import Snapshot, Snapshots
 from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore
@@ -183,6 +184,21 @@ class Depot:
         self.snapshots = Snapshots(self.store)
         self._allowed_clients: set[str] = set()
         self.housekeeping: Housekeeping | None = None
+        self.counters = Counters()
+        self.store_usage = status.StoreUsage(config.data_dir)
+        #: the workers' control sockets (leader only), asked for their counts
+        self.worker_controls: list[str] = []
+        self.access = AccessLog(config.access_log, config.log_format) if config.access_log \
+            else None
+        self._minute_timer: asyncio.TimerHandle | None = None
+
+    def _mark_minute(self) -> None:
+        """Once a minute: the totals at its start, for the status page's chart."""
+        now = time.time()
+        fetched = self.cache.stats.bytes_from_upstream if self.cache is not None else 0
+        self.counters.mark_minute(now, fetched)
+        self._minute_timer = asyncio.get_running_loop().call_later(
+            60.0 - now % 60.0 + 0.05, self._mark_minute)
 
     def _start_housekeeping(self) -> None:
         """Access times are written in batches; the leader enforces cache.max_size."""
@@ -198,6 +214,7 @@ class Depot:
         self.housekeeping.start()
 
     async def start(self) -> None:
+        self._mark_minute()
         if self.leader is not None:  # a worker: reads only, never cleans up or fetches
             import aiohttp
 
@@ -225,6 +242,10 @@ class Depot:
     async def close(self) -> None:
         if self.housekeeping is not None:
             await self.housekeeping.stop()
+        if self._minute_timer is not None:
+            self._minute_timer.cancel()
+        if self.access is not None:
+            self.access.close()
         if self._leader_session is not None:
             await self._leader_session.close()
             await self.store.close()
@@ -238,7 +259,16 @@ class Depot:
     # -- request handling --------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        return await self._handle(request, request.raw_path, check_client=True)
+        access = self.access
+        if access is None:
+            return await self._handle(request, request.raw_path, check_client=True)
+        started = time.time()
+        resp: web.StreamResponse | None = None
+        try:
+            resp = await self._handle(request, request.raw_path, check_client=True)
+            return resp
+        finally:
+            access.response(request, resp, started)
 
     async def handle_internal(self, request: web.BaseRequest) -> web.StreamResponse:
         """Requests a worker hands over (on the leader's private socket): the
@@ -248,6 +278,7 @@ class Depot:
 
     async def _handle(self, request: web.BaseRequest, target: str,
                       check_client: bool) -> web.StreamResponse:
+        route: Route | SnapshotRoute | OwnPage | None = None
         try:
             if check_client:
                 self._check_client(request)
@@ -259,8 +290,8 @@ class Depot:
             route = self.router.route(target)
             if self.leader is not None:
                 return await self._worker_serve(request, target, route)
-            if route is None:
-                return self._index_page(request)
+            if isinstance(route, OwnPage):
+                return await status.own_page(self, route.path)
             if isinstance(route, SnapshotRoute):
                 return await self._serve_snapshot(request, route)
             if route.repo is not None and route.repo.mirror is not None:
@@ -281,12 +312,18 @@ class Depot:
             if not isinstance(e, BadRequest | Forbidden | MethodNotAllowed) and e.status >= 500:
                 log.warning("%s %s -> %d %s", request.method, request.raw_path,
                             e.status, e.message)
+            if isinstance(route, Route):
+                self.counters.error(route.origin)
+            elif isinstance(route, SnapshotRoute):
+                self.counters.error(route.repo.name)
+            elif route is None:
+                self.counters.error(NO_ORIGIN)
             return self._error(e)
 
     # -- worker processes ------------------------------------------------------
 
     async def _worker_serve(self, request: web.BaseRequest, target: str,
-                            route: Route | SnapshotRoute | None) -> web.StreamResponse:
+                            route: Route | SnapshotRoute | OwnPage) -> web.StreamResponse:
         """A worker serves what it can read from the store (hits, mirrors,
         snapshot metadata) and hands the rest to the leader."""
         if isinstance(route, SnapshotRoute):
@@ -294,7 +331,7 @@ class Depot:
             if route.when is not None and inner is not None and (
                     route.repo.mirror is not None or inner.kind is not Kind.IMMUTABLE):
                 return await self._serve_snapshot(request, route)
-        elif route is not None:
+        elif isinstance(route, Route):
             if route.repo is not None and route.repo.mirror is not None:
                 return await self._serve_mirror(request, route, None)
             entry = await self._fresh_entry(route)
@@ -374,25 +411,6 @@ class Depot:
             headers["Allow"] = "GET, HEAD"
         body = f"{e.status} {e.message}\n" + (f"hint: {e.hint}\n" if e.hint else "")
         return web.Response(status=e.status, text=body, headers=headers)
-
-    def _index_page(self, request: web.BaseRequest) -> web.Response:
-        assert self.cache is not None
-        st = self.cache.stats
-        rows = "".join(
-            f"<tr><td>{html.escape(r.name)}</td><td>{html.escape(', '.join(r.upstreams))}</td>"
-            f"<td>{'yes' if r.keyring else 'no'}</td></tr>"
-            for r in self.config.repos.values())
-        body = (
-            "<!doctype html><html><head><meta charset=utf-8><title>pkgdepot</title></head>"
-            f"<body><h1>pkgdepot {__version__}</h1>"
-            f"<p>{self.store.entry_count()} files cached; hits {st.hits}, misses {st.misses}, "
-            f"revalidated {st.revalidated}, stale {st.stale}, errors {st.errors}, "
-            f"verification failures {st.verify_failures}; "
-            f"{st.bytes_from_upstream} bytes fetched upstream; "
-            f"{len(self.cache.flights)} downloads in flight.</p>"
-            "<h2>Named repositories</h2><table><tr><th>name</th><th>upstreams</th>"
-            f"<th>keyring</th></tr>{rows}</table></body></html>")
-        return web.Response(text=body, content_type="text/html", headers={"Server": SERVER})
 
     # -- snapshots -----------------------------------------------------------
 
@@ -512,9 +530,12 @@ class Depot:
         if hit.warning:
             headers["Warning"] = hit.warning
         if self._not_modified(request, etag, last_modified):
+            self.counters.served(route.origin, hit.state, 0)
             return web.Response(status=304, headers=headers)
         ranges = self._ranges(request, route, entry.size, etag, last_modified)
         head_only = request.method == "HEAD"
+        self.counters.served(route.origin, hit.state, 0 if head_only else entry.size
+                             if ranges is None else sum(b - a + 1 for a, b in ranges))
         if ranges is None and entry.size <= SMALL_BLOB:
             data = self.small.get(entry.sha256)
             if data is None:
@@ -606,6 +627,8 @@ class Depot:
         if ranges:
             resp.headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         resp.content_length = last - first + 1 if size else 0
+        self.counters.served(route.origin, "MISS", 0 if request.method == "HEAD"
+                             else resp.content_length)
         reader = flight.acquire_reader()
         try:
             await resp.prepare(request)
@@ -626,11 +649,10 @@ class Depot:
                     await self._sendfile(request, loop, reader, pos, avail - pos)
                     pos = avail
                     continue
-                if flight.failed is not None:
-                    log.warning("%s: aborting client: %s", route.key, flight.failed)
-                    _abort(request)
-                    return resp
-                if flight.finished:
+                if flight.failed is not None or flight.finished:
+                    if flight.failed is not None:
+                        log.warning("%s: aborting client: %s", route.key, flight.failed)
+                    self.counters.aborted(route.origin, end - pos)
                     _abort(request)
                     return resp
                 await flight.wait_progress()
@@ -659,7 +681,7 @@ def _raise_nofile() -> None:
     OPEN_BLOBS = max(64, min(OPEN_BLOBS, (soft - 256) // 4 if soft > 0 else OPEN_BLOBS))
 
 
-def _worker_main(config: Config, leader: str, parent: int) -> None:
+def _worker_main(config: Config, leader: str, parent: int, control: str) -> None:
     """A worker process: serve hits on the shared port until the leader goes."""
     import signal
 
@@ -679,20 +701,27 @@ def _worker_main(config: Config, leader: str, parent: int) -> None:
                 loop.call_later(0.25, watch)
 
         watch()
-        await serve(config, stop=stop, leader=leader)
+        await serve(config, stop=stop, leader=leader, control=control)
 
     asyncio.run(main())
 
 
 async def serve(config: Config, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None, leader: str | None = None) -> None:
+                stop: asyncio.Event | None = None, leader: str | None = None,
+                control: str | None = None) -> None:
     """Run the server until `stop` is set. With config.workers > 1, this
     process is the leader: it alone fetches from upstream and writes the store;
     worker processes share the port (SO_REUSEPORT) and hand it what they
-    cannot serve from the store, over a private socket."""
+    cannot serve from the store, over a private socket. A worker reports its
+    counts on its own `control` socket."""
     _raise_nofile()
+    use_log_format(config.log_format)
     depot = Depot(config, leader=leader)
     await depot.start()
+    control_srv = None
+    if control is not None:
+        control_srv = await status.serve_counts(
+            control, lambda: depot.counters.export(time.time()))
     server = make_server(depot)
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in config.listen_host else socket.AF_INET
@@ -707,9 +736,10 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
                                      handler_cancellation=False)
         internal_srv = await loop.create_unix_server(internal_server, path=internal)
         ctx = multiprocessing.get_context("spawn")
-        for _ in range(config.workers - 1):
-            w = ctx.Process(target=_worker_main, args=(config, internal, os.getpid()),
-                            daemon=True)
+        for i in range(config.workers - 1):
+            depot.worker_controls.append(f"{internal}-w{i}")
+            w = ctx.Process(target=_worker_main, args=(config, internal, os.getpid(),
+                                                       depot.worker_controls[-1]), daemon=True)
             w.start()
             workers.append(w)
     try:
@@ -738,6 +768,8 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
         await server.shutdown(2.0)
         if internal_srv is not None:
             internal_srv.close()
+        if control_srv is not None:
+            control_srv.close()
         await depot.close()
         for w in workers:
             await asyncio.to_thread(w.join, 5)

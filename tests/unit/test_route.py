@@ -7,7 +7,7 @@ import pytest
 from pkgdepot.config import from_mapping
 from pkgdepot.errors import BadRequest, Forbidden, NotFound
 from pkgdepot.formats import Kind, Role
-from pkgdepot.proxy.route import Router
+from pkgdepot.proxy.route import OwnPage, Router
 
 CONFIG = from_mapping({
     "repos": {
@@ -63,8 +63,14 @@ def test_percent_encoding_is_normalized(router: Router) -> None:
     assert r.urls[0].endswith("/foo_1:2.0_amd64.deb")
 
 
-def test_index_page(router: Router) -> None:
-    assert router.route("/") is None
+def test_own_pages(router: Router) -> None:
+    """The status page, metrics and /_pkgdepot/...: never a repository or a host."""
+    assert router.route("/") == OwnPage("")
+    assert router.route("/metrics") == OwnPage("metrics")
+    assert router.route("/_pkgdepot/status.json") == OwnPage("_pkgdepot/status.json")
+    assert router.route("/_pkgdepot/diff/debian/a/b") == OwnPage("_pkgdepot/diff/debian/a/b")
+    with pytest.raises(BadRequest):
+        router.route("/_pkgdepot/status.json?x=1")
 
 
 @pytest.mark.parametrize("target", [
