@@ -185,7 +185,7 @@ class Depot:
         self._allowed_clients: set[str] = set()
         self.housekeeping: Housekeeping | None = None
         self.counters = Counters()
-        self.store_usage = status.StoreUsage(config.data_dir)
+        self.store_usage = status.StoreUsage(self.store)
         #: the workers' control sockets (leader only), asked for their counts
         self.worker_controls: list[str] = []
         self.access = AccessLog(config.access_log, config.log_format) if config.access_log \

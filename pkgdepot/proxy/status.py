@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -31,9 +31,11 @@ from aiohttp import web
 from pkgdepot import __version__
 from pkgdepot.errors import NotFound
 from pkgdepot.metrics import NO_ORIGIN, OTHER, RESULTS, merge_counts, render_prometheus
+from pkgdepot.ops.evict import walk_files
 
 if TYPE_CHECKING:
     from pkgdepot.proxy.server import Depot
+    from pkgdepot.store.fs import FsStore
 
 log = logging.getLogger(__name__)
 SERVER = f"pkgdepot/{__version__}"
@@ -55,16 +57,10 @@ def scan_store(data_dir: Path) -> Usage:
     """Bytes and number of blobs, and the file system's size and free space.
     Blocking (a walk of blobs/): call in a thread."""
     total = files = 0
-    blobs = data_dir / "blobs"
-    with contextlib.suppress(FileNotFoundError):
-        for sub in os.scandir(blobs):
-            if not sub.is_dir(follow_symlinks=False):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                for f in os.scandir(sub.path):
-                    with contextlib.suppress(FileNotFoundError):
-                        total += f.stat(follow_symlinks=False).st_size
-                        files += 1
+    for f in walk_files(data_dir / "blobs"):
+        with contextlib.suppress(FileNotFoundError):
+            total += f.stat(follow_symlinks=False).st_size
+            files += 1
     try:
         du = shutil.disk_usage(data_dir)
         fs_total, fs_free = du.total, du.free
@@ -74,23 +70,27 @@ def scan_store(data_dir: Path) -> Usage:
 
 
 class StoreUsage:
-    """`scan_store`, again when the number of cached files changed or
-    STORE_SCAN_EVERY seconds passed."""
+    """`scan_store` every STORE_SCAN_EVERY seconds (a walk of the blobs costs
+    about a second per million files); in between, what this process has
+    stored since is added."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
+    def __init__(self, store: FsStore) -> None:
+        self.store = store
         self._last: Usage | None = None
         self._at = 0.0
-        self._entries = -1
+        self._placed = (0, 0)
         self._lock = asyncio.Lock()
 
-    async def get(self, entries: int) -> Usage:
+    async def get(self) -> Usage:
         async with self._lock:
-            if (self._last is None or entries != self._entries
-                    or time.monotonic() - self._at > STORE_SCAN_EVERY):
-                self._last = await asyncio.to_thread(scan_store, self.data_dir)
-                self._at, self._entries = time.monotonic(), entries
-            return self._last
+            if self._last is None or time.monotonic() - self._at > STORE_SCAN_EVERY:
+                placed = (self.store.bytes_placed, self.store.files_placed)
+                self._last = await asyncio.to_thread(scan_store, self.store.root)
+                self._at, self._placed = time.monotonic(), placed
+            last = self._last
+            return dataclasses.replace(
+                last, bytes=last.bytes + self.store.bytes_placed - self._placed[0],
+                files=last.files + self.store.files_placed - self._placed[1])
 
 
 # -- counts of worker processes ---------------------------------------------
@@ -154,7 +154,7 @@ async def collect(depot: Depot) -> dict[str, Any]:
     answers = await asyncio.gather(*(ask(a) for a in depot.worker_controls))
     parts += [a for a in answers if a is not None]
     counts = merge_counts(parts)
-    usage = await depot.store_usage.get(depot.store.entry_count())
+    usage = await depot.store_usage.get()
     cache: dict[str, Any] = {
         "fetched_by_origin": dict(stats.fetched_by_origin) if stats else {},
         "upstreams": {b: h.as_dict() for b, h in stats.upstreams.items()} if stats else {},

@@ -71,7 +71,8 @@ class FsStore:
         #: key -> when it was last read, not yet written to the catalog (see flush_access)
         self._accessed: dict[str, float] = {}
         #: bytes of new blobs this process placed (the size limit's running estimate)
-        self.bytes_placed = 0
+        self.bytes_placed = 0  # by this process, since it started
+        self.files_placed = 0
 
     # -- opening and recovery --------------------------------------------
 
@@ -252,6 +253,7 @@ class FsStore:
         os.chmod(temp, 0o444)
         os.replace(temp, dest)
         self.bytes_placed += os.stat(dest).st_size
+        self.files_placed += 1
 
     async def commit(self, temp: Path, entry: Entry, synced: bool = False) -> Entry:
         await asyncio.to_thread(self._place, temp, entry.sha256, synced)
