@@ -375,7 +375,7 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
             raise ConfigError("server.admin_token_file: needed with server.admin_listen",
                               hint="e.g. head -c 32 /dev/urandom | base64 > /etc/pkgdepot/"
                                    "admin-token; chmod 600 it")
-    if "allow_clients" in values and not kwargs["allow_clients"]:
+    if "server.allow_clients" in values and not kwargs["allow_clients"]:
         raise ConfigError("server.allow_clients: an empty list would admit no one",
                           hint='to admit every client, write ["0.0.0.0/0", "::/0"]')
     for hp in kwargs.get("allow_connect", ()):
