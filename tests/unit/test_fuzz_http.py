@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -114,3 +115,14 @@ def test_conditional_headers(value: str | None, etag: str) -> None:
     ts = parse_http_date(value)
     assert ts is None or isinstance(ts, float)
     assert isinstance(etag_matches(value, etag), bool)
+
+
+@pytest.mark.parametrize("target", ["http://[127.0.0.1.]:8080/x.deb", "http://[1.2.3.4]/x.deb",
+                                    "/[127.0.0.1]/x.deb", "/[::1%25lo]:80/x.deb",
+                                    "http://[fe80::1%25eth0]/x.deb", "http://[:::]/x.deb"])
+def test_bracketed_hosts_must_be_ipv6(target: str) -> None:
+    """Found by the URL-form tests: brackets around anything but a plain IPv6
+    literal used to pass the router (and fail later as a 502)."""
+    with pytest.raises(PkgdepotError) as exc:
+        ROUTER.route(target)
+    assert exc.value.status in (400, 404)
