@@ -7,7 +7,11 @@ for a long run (e.g. nightly), `PKGDEPOT_FUZZ_EXAMPLES=N` sets the number.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
+import tempfile
 
 from hypothesis import HealthCheck, settings
 
@@ -24,3 +28,17 @@ _examples = os.environ.get("PKGDEPOT_FUZZ_EXAMPLES")
 #: The decorator every fuzz test uses: ``@fuzz`` under ``@given(...)``.
 fuzz = settings(settings.get_profile(_profile),
                 **({"max_examples": int(_examples)} if _examples else {}))
+
+
+@functools.cache
+def _base() -> str:
+    base = tempfile.mkdtemp(prefix="pkgdepot-fuzz-")
+    atexit.register(shutil.rmtree, base, True)
+    return base
+
+
+def scratch() -> tempfile.TemporaryDirectory[str]:
+    """A fresh directory for one example, inside one base directory per test
+    process: examples do not churn entries directly in /tmp (the client tests'
+    namespaces bind-mount every entry of /tmp they list)."""
+    return tempfile.TemporaryDirectory(dir=_base())

@@ -9,7 +9,6 @@ import contextlib
 import io
 import os
 import tarfile
-import tempfile
 from pathlib import Path
 
 from hypothesis import given
@@ -19,7 +18,7 @@ from pkgdepot.build.builder import build_config
 from pkgdepot.build.tree import load
 from pkgdepot.build.unpack import RPM_MAGIC, unpack
 from pkgdepot.errors import PkgdepotError
-from tests.fuzzing import fuzz
+from tests.fuzzing import fuzz, scratch
 
 NAMES = ["usr", "bin", "etc", "lnk", "a", "..", ".", "", "/", "x y", "é", "\\", "con"]
 TARGETS = ["", "a", "../a", "../..", "../../..", "/", "{outside}", "{outside}/victim",
@@ -70,7 +69,7 @@ def _snapshot(d: Path) -> dict[str, bytes | None]:
 
 
 def _unpack_contained(data: bytes, family: str) -> None:
-    with tempfile.TemporaryDirectory() as d:
+    with scratch() as d:
         tmp = Path(d)
         outside = tmp / "outside"
         outside.mkdir()
@@ -87,7 +86,7 @@ def _unpack_contained(data: bytes, family: str) -> None:
 @given(st.lists(member, max_size=8))
 @fuzz
 def test_deb_members(members: list[tuple[bytes, str, str, bytes]]) -> None:
-    with tempfile.TemporaryDirectory() as d:
+    with scratch() as d:
         data = _tar(members, Path(d) / "never")
     _unpack_contained(ar([("debian-binary", b"2.0\n"), ("control.tar.gz", b""),
                           ("data.tar.gz", data)]), "deb")
@@ -117,7 +116,7 @@ LIST_LINES = ["base-files", "bash=5.2", "udev-", "@other", "@default", "@../x", 
        st.binary(max_size=40), st.text(max_size=200))
 @fuzz
 def test_template_tree(lines: list[str], raw: bytes, toml: str) -> None:
-    with tempfile.TemporaryDirectory() as d:
+    with scratch() as d:
         tree = Path(d) / "templates"
         top = tree / "config"
         leaf = tree / "debian/12/amd64/config"
@@ -149,7 +148,7 @@ TOML_PIECES = ['family = "deb"', 'family = "rpm"', "family = 3", 'depot = "http:
 @fuzz
 def test_build_toml(valid_head: bool, pieces: list[str]) -> None:
     head = ['family = "deb"', 'depot = "http://d:3142"'] if valid_head else []
-    with tempfile.TemporaryDirectory() as d:
+    with scratch() as d:
         leaf = Path(d) / "t/debian/12/amd64/config"
         leaf.mkdir(parents=True)
         (leaf / "build.toml").write_text("\n".join(head + pieces) + "\n")

@@ -8,7 +8,6 @@ import bz2
 import contextlib
 import gzip
 import lzma
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from pkgdepot.formats.apt import (
     sources_vouches,
 )
 from pkgdepot.formats.rpm import parse_repomd, primary_packages, repomd_vouches
-from tests.fuzzing import fuzz
+from tests.fuzzing import fuzz, scratch
 
 COMPRESS: dict[str, Callable[[bytes], bytes]] = {
     "": lambda b: b, ".gz": gzip.compress, ".xz": lzma.compress, ".bz2": bz2.compress,
@@ -53,7 +52,7 @@ raw_bytes = st.one_of(st.binary(max_size=400), deb822_text.map(lambda t: t.encod
 
 @contextlib.contextmanager
 def _file(data: bytes, suffix: str = "") -> Iterator[Path]:
-    with tempfile.TemporaryDirectory() as d:
+    with scratch() as d:
         p = Path(d) / f"f{suffix}"
         p.write_bytes(data)
         yield p
