@@ -80,6 +80,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "log_format", "str", "text",
             '"text", or "json" for one JSON object a line in the access log and the '
             "server's own log."),
+    Setting("server", "admin_listen", "str", "",
+            "HOST:PORT of the admin API (mirror sync, snapshot tag/untag/prune, garbage "
+            "collection; POST with a bearer token), typically 127.0.0.1:3143. Default: off. "
+            "The client port never changes state."),
+    Setting("server", "admin_token_file", "str", "",
+            "File holding the admin API's bearer token (one line, at least 16 characters, "
+            "readable only by the depot's user). Needed with server.admin_listen."),
     Setting("cache", "revalidate_after", "float", 10.0,
             "Seconds a volatile file (InRelease, Packages, repomd.xml...) is served "
             "without asking upstream again; a burst of clients shares one check."),
@@ -187,6 +194,8 @@ class Config:
     workers: int = 1
     access_log: str = ""
     log_format: str = "text"
+    admin_listen: str = ""
+    admin_token_file: str = ""
     repos: Mapping[str, RepoConfig] = field(default_factory=dict)
 
 
@@ -392,6 +401,15 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
     if kwargs["log_format"] not in ("text", "json"):
         raise ConfigError(f'server.log_format: expected "text" or "json", '
                           f"got {kwargs['log_format']!r}")
+    if kwargs.get("admin_listen"):
+        parse_listen("server.admin_listen", kwargs["admin_listen"])
+        if not kwargs.get("admin_token_file"):
+            raise ConfigError("server.admin_token_file: needed with server.admin_listen",
+                              hint="e.g. head -c 32 /dev/urandom | base64 > /etc/pkgdepot/"
+                                   "admin-token; chmod 600 it")
+    if "server.allow_clients" in values and not kwargs["allow_clients"]:
+        raise ConfigError("server.allow_clients: an empty list would admit no one",
+                          hint='to admit every client, write ["0.0.0.0/0", "::/0"]')
     for hp in kwargs.get("allow_connect", ()):
         if not re.fullmatch(r"[A-Za-z0-9.-]+:\d+", hp):
             raise ConfigError(f"upstream.allow_connect: {hp!r} is not HOST:PORT")

@@ -32,6 +32,12 @@ class BadRequest(PkgdepotError):
     status = 400
 
 
+class Unauthorized(PkgdepotError):
+    """The admin API was called without a bearer token."""
+
+    status = 401
+
+
 class Forbidden(PkgdepotError):
     """The request is well-formed but not allowed (open proxy, private upstream)."""
 

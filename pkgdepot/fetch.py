@@ -71,13 +71,28 @@ class UpstreamPolicy:
             raise Forbidden(f"upstream host {host} is not in upstream.allow_hosts",
                             hint="add it to upstream.allow_hosts in the config")
         try:
-            ipaddress.ip_address(host)
+            addr = str(ipaddress.ip_address(host))
         except ValueError:
-            return  # a name: checked by the resolver once resolved
-        if not self.address_allowed(host, host, _netloc(url)[1]):
+            legacy = _legacy_ipv4(host)
+            if legacy is None:
+                return  # a name: checked by the resolver once resolved
+            addr = legacy
+        if not self.address_allowed(host, addr, _netloc(url)[1]):
             raise Forbidden(
                 f"refusing to connect to {host}: a loopback, link-local or private address",
                 hint="list its network in upstream.allow_networks if this is intended")
+
+
+def _legacy_ipv4(host: str) -> str | None:
+    """The address of an IPv4 literal in a form the C library still accepts
+    (2130706433, 0x7f.1, 0177.0.0.1, 127.1), or None for a host name."""
+    if not host or not all(c in "0123456789abcdefxABCDEFX." for c in host) \
+            or not host[0].isdigit():
+        return None
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def _netloc(url: str) -> tuple[str, int]:

@@ -49,7 +49,7 @@ from pkgdepot.signing import SigningKey
 from pkgdepot.snapshots import FileRef, Snapshot, Snapshots
 from pkgdepot.solve import closure
 from pkgdepot.store import Entry
-from pkgdepot.store.fs import FsStore
+from pkgdepot.store.fs import FsStore, is_blob
 
 log = logging.getLogger(__name__)
 #: Which compression of an index a sync fetches, best first.
@@ -582,7 +582,7 @@ class Mirror:
 
         async def one(w: Want) -> None:
             if w.digest is not None and w.digest.algo == "sha256" and w.size is not None \
-                    and os.path.exists(self.store.blob_path(w.digest.hexdigest)):
+                    and is_blob(self.store.blob_path(w.digest.hexdigest)):
                 out[w.path] = (w.digest.hexdigest, w.size)
                 return
             sha, size = await self._download(w)
@@ -607,7 +607,7 @@ class Mirror:
                 self._kept[p.location] = entry.sha256
                 continue
             if p.digest is not None and p.digest.algo == "sha256" and p.size is not None \
-                    and os.path.exists(self.store.blob_path(p.digest.hexdigest)):
+                    and is_blob(self.store.blob_path(p.digest.hexdigest)):
                 # verified and kept by an earlier (interrupted) sync, or shared
                 existing.append(Entry(key, p.digest.hexdigest, p.size, now, now))
                 self.result.packages_reused += 1

@@ -46,7 +46,9 @@ def binary_keyring(keyring: Path, cache_dir: Path) -> Path:
             body.append(line)
     if not out:
         raise ConfigError(f"{keyring}: no public key block found")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    from pkgdepot.store.fs import ensure_dir
+
+    ensure_dir(cache_dir)  # never a link planted in the data directory
     dest = cache_dir / (keyring.name + ".dearmored.gpg")
     fd, tmp = tempfile.mkstemp(dir=cache_dir)
     with os.fdopen(fd, "wb") as f:

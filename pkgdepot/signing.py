@@ -56,7 +56,9 @@ class SigningKey:
     def ensure(self) -> None:
         if (self.home / "pubring.kbx").exists():
             return
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        from pkgdepot.store.fs import ensure_dir
+
+        ensure_dir(self.home, 0o700)
         tmp = tempfile.mkdtemp(prefix="pkgdepot-gpg-")
         try:
             self._gpg(tmp, "--quick-gen-key", USER_ID, "rsa3072", "sign", "never")

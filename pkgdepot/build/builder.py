@@ -46,12 +46,19 @@ def build_config(template: Template, depot: str | None, snapshot: str | None) ->
     if not isinstance(depot_url, str) or not depot_url.startswith(("http://", "https://")):
         raise TemplateError(f"{f}: depot: the depot's URL (or --depot URL) is needed")
     repos = []
-    for i, r in enumerate(data.get("repositories", [])):
+    entries = data.get("repositories", [])
+    if not isinstance(entries, list):
+        raise TemplateError(f"{f}: repositories: expected [[repositories]] tables")
+    for i, r in enumerate(entries):
         if not isinstance(r, dict) or not isinstance(r.get("name"), str):
             raise TemplateError(f"{f}: repositories[{i}]: needs a name")
-        repos.append(RepoSpec(depot_url, r["name"], str(r.get("suite", "")),
-                              tuple(r.get("components", ["main"])),
-                              snapshot or r.get("snapshot")))
+        components, suite = r.get("components", ["main"]), r.get("suite", "")
+        pinned = snapshot or r.get("snapshot")
+        if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
+            raise TemplateError(f'{f}: repositories[{i}]: components: expected ["main", ...]')
+        if not isinstance(suite, str) or not (pinned is None or isinstance(pinned, str)):
+            raise TemplateError(f"{f}: repositories[{i}]: suite and snapshot are strings")
+        repos.append(RepoSpec(depot_url, r["name"], suite, tuple(components), pinned))
         if family == "deb" and not repos[-1].suite:
             raise TemplateError(f"{f}: repositories[{i}]: a deb repository needs a suite")
     if not repos:

@@ -87,7 +87,12 @@ class Template:
             if not f.is_file():
                 continue
             found = True
-            for lineno, raw in enumerate(f.read_text("utf-8").splitlines(), 1):
+            try:
+                text = f.read_text("utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise TemplateError(f"{f}: cannot read the package list: {e}",
+                                    hint="package lists are UTF-8 text") from e
+            for lineno, raw in enumerate(text.splitlines(), 1):
                 line = raw.split("#", 1)[0].strip()
                 if not line:
                     continue

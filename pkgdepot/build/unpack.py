@@ -17,16 +17,28 @@ from pathlib import Path
 
 import libarchive
 import libarchive.extract as lx
+from libarchive.exception import ArchiveError
 
 from pkgdepot.errors import PkgdepotError
 
 SECURE = (lx.EXTRACT_SECURE_NODOTDOT | lx.EXTRACT_SECURE_NOABSOLUTEPATHS
           | lx.EXTRACT_SECURE_SYMLINKS | lx.EXTRACT_PERM | lx.EXTRACT_TIME)
 MAX_MEMBER = 4 << 30
+#: Packages shrink a few times when compressed; one whose members add up to
+#: more than this many times its own size (beyond a floor) is a bomb.
+MAX_UNPACK_RATIO = 100
+MIN_UNPACK_LIMIT = 256 << 20
+MAX_CONFFILES = 1 << 20
+RPM_MAGIC = b"\xed\xab\xee\xdb"
 
 
 class UnpackError(PkgdepotError):
     status = 400
+
+
+def unpack_limit(package_size: int) -> int:
+    """The most bytes a package of this size may unpack to."""
+    return min(16 << 30, max(MIN_UNPACK_LIMIT, package_size * MAX_UNPACK_RATIO))
 
 
 @dataclass
@@ -53,18 +65,59 @@ def _member_path(name: str, what: str) -> str:
     return "/" + "/".join(parts)
 
 
-def _check_members(data: bytes, what: str) -> list[str]:
+def _climbs_out(path: str, target: str) -> bool:
+    """Whether a relative symlink at `path` pointing at `target` leaves the root."""
+    depth = path.count("/") - 1  # the directory holding the link
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
+
+
+def _via_link(path: str, links: set[str]) -> str | None:
+    """The first directory above `path` that is one of `links`, if any."""
+    i = path.find("/", 1)
+    while i > 0:
+        if path[:i] in links:
+            return path[:i]
+        i = path.find("/", i + 1)
+    return None
+
+
+def _check_members(data: bytes, what: str, limit: int) -> list[str]:
+    """Every member's path, after refusing members that would land outside
+    the root (`..`, absolute paths, symlinks or hard links that escape, or a
+    write through a symlink of the same archive) and archives that unpack to
+    more than `limit` bytes."""
     files = []
+    links: set[str] = set()
+    total = 0
     with libarchive.memory_reader(data) as archive:
         for e in archive:
             path = _member_path(e.pathname, what)
-            if e.issym and e.linkpath and not e.linkpath.startswith("/"):
-                # a relative link may climb, but never above the root
-                depth = path.count("/") - 1
-                climbs = e.linkpath.split("/").count("..")
-                if climbs > depth:
-                    raise UnpackError(f"{what}: symlink {path} -> {e.linkpath} escapes the "
+            through = _via_link(path, links)
+            if through is not None or (path in links and not e.issym):
+                raise UnpackError(f"{what}: member {path} would be written through the "
+                                  f"symlink {through or path}: refused")
+            if e.issym:
+                target = e.linkpath or ""
+                if not target.startswith("/") and _climbs_out(path, target):
+                    raise UnpackError(f"{what}: symlink {path} -> {target} escapes the "
                                       "root: refused")
+                links.add(path)
+            elif e.islnk:
+                target = _member_path(e.linkpath or "", what)
+                if _via_link(target, links):
+                    raise UnpackError(f"{what}: hard link {path} -> {e.linkpath} goes "
+                                      "through a symlink: refused")
+            total += max(e.size or 0, 0)
+            if total > limit:
+                raise UnpackError(f"{what}: unpacks to more than {limit} bytes: refused as "
+                                  "a decompression bomb")
             if path != "/":
                 files.append(path)
     return files
@@ -91,22 +144,30 @@ def conffiles_of(control: bytes) -> list[str]:
     with libarchive.memory_reader(control) as archive:
         for e in archive:
             if e.pathname.lstrip("./") == "conffiles":
+                if (e.size or 0) > MAX_CONFFILES:
+                    raise UnpackError(f"conffiles is larger than {MAX_CONFFILES} bytes")
                 text = b"".join(e.get_blocks()).decode("utf-8", "replace")
                 return [ln.strip() for ln in text.splitlines() if ln.strip().startswith("/")]
     return []
 
 
 def unpack(package: Path, root: Path, family: str) -> Unpacked:
-    """Unpack one package's files into `root` (no scripts run)."""
+    """Unpack one package's files into `root` (no scripts run). A package
+    that is not a valid archive, or whose members would land outside the
+    root, raises UnpackError before anything is written."""
     root.mkdir(parents=True, exist_ok=True)
-    if family == "deb":
-        control, data = _deb_parts(package)
-        out = Unpacked(_check_members(data, package.name), conffiles_of(control))
+    limit = unpack_limit(package.stat().st_size)
+    try:
+        if family == "deb":
+            control, data = _deb_parts(package)
+            out = Unpacked(_check_members(data, package.name, limit), conffiles_of(control))
+        else:
+            data = package.read_bytes()
+            if not data.startswith(RPM_MAGIC):
+                raise UnpackError(f"{package.name}: not an rpm package (no rpm lead)")
+            out = Unpacked(_check_members(data, package.name, limit))
         with _cwd(root):
             lx.extract_memory(data, SECURE)
-        return out
-    data = package.read_bytes()
-    out = Unpacked(_check_members(data, package.name))
-    with _cwd(root):
-        lx.extract_memory(data, SECURE)
+    except ArchiveError as e:
+        raise UnpackError(f"{package.name}: not a valid package archive: {e}") from e
     return out

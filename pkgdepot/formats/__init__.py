@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import functools
 import gzip
 import io
 import lzma
@@ -17,7 +18,6 @@ import os
 import re
 import shutil
 import tempfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
@@ -28,6 +28,15 @@ from pkgdepot.errors import FormatError
 
 #: Largest decompressed index we accept (bounds decompression bombs).
 MAX_INDEX_BYTES = 4 << 30
+#: Real indices shrink 5-15x when compressed; a stream that grows more than
+#: this (beyond a small floor) is a decompression bomb and refused.
+MAX_INDEX_RATIO = 100
+MIN_INDEX_LIMIT = 64 << 20
+
+
+def index_limit(compressed_size: int) -> int:
+    """The most bytes a compressed index of this size may decompress to."""
+    return min(MAX_INDEX_BYTES, max(MIN_INDEX_LIMIT, compressed_size * MAX_INDEX_RATIO))
 
 HASH_BY_LENGTH = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
 HEX_RE = re.compile(r"^[0-9a-f]+$")
@@ -124,34 +133,52 @@ def digest_from_name(algo_hint: str | None, hexdigest: str) -> Digest | None:
     return Digest(algo, hexdigest)
 
 
+@functools.cache
+def _zstd_error() -> type[Exception]:
+    import zstandard
+
+    return zstandard.ZstdError
+
+
 class _Reader(Protocol):
     def read(self, n: int = -1, /) -> bytes: ...
 
 
 class _Bounded(io.RawIOBase):
-    """Wraps a decompressing stream and fails past MAX_INDEX_BYTES."""
+    """Wraps a decompressing stream: fails past `limit` bytes or on damaged data."""
 
-    def __init__(self, inner: _Reader, limit: int) -> None:
+    def __init__(self, inner: _Reader, limit: int, name: str = "index") -> None:
         self._inner = inner
-        self._left = limit
+        self._left = self._limit = limit
+        self._name = name
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: memoryview) -> int:  # type: ignore[override]
-        data = self._inner.read(len(b))
+        try:
+            data = self._inner.read(len(b))
+        except (OSError, EOFError, ValueError, lzma.LZMAError, _zstd_error()) as e:
+            # gzip, bz2, lzma and zstd each raise their own errors on a damaged
+            # or truncated stream.
+            raise FormatError(f"{self._name}: damaged or truncated compressed data "
+                              f"({type(e).__name__}: {e})") from e
         self._left -= len(data)
         if self._left < 0:
-            raise FormatError("index is larger than the limit once decompressed "
-                              "(decompression bomb?)")
+            raise FormatError(f"{self._name}: larger than {self._limit} bytes once "
+                              "decompressed: refused as a decompression bomb")
         b[: len(data)] = data
         return len(data)
 
 
-def open_index(path: Path, name: str, limit: int = MAX_INDEX_BYTES) -> IO[bytes]:
-    """Open a possibly compressed index for reading, by the suffix of `name`."""
+def open_index(path: Path, name: str, limit: int | None = None) -> IO[bytes]:
+    """Open a possibly compressed index for reading, by the suffix of `name`.
+    Reading more than `limit` bytes (default: `index_limit` of the file's
+    size) or a damaged stream raises FormatError."""
     raw: _Reader
     f = open(path, "rb")  # noqa: SIM115 (returned to the caller)
+    if limit is None:
+        limit = index_limit(os.fstat(f.fileno()).st_size)
     try:
         if name.endswith(".gz"):
             raw = gzip.GzipFile(fileobj=f)
@@ -165,10 +192,10 @@ def open_index(path: Path, name: str, limit: int = MAX_INDEX_BYTES) -> IO[bytes]
             raw = zstandard.ZstdDecompressor().stream_reader(f, closefd=True)
         else:
             raw = f
-    except Exception:
+    except Exception as e:
         f.close()
-        raise
-    return io.BufferedReader(_Bounded(raw, limit), 1 << 16)
+        raise FormatError(f"{name}: cannot open the compressed stream: {e}") from e
+    return io.BufferedReader(_Bounded(raw, limit, name.rsplit("/", 1)[-1]), 1 << 16)
 
 
 COMPRESSION_SUFFIXES = (".xz", ".gz", ".bz2", ".lzma", ".zst", ".lz4")
@@ -190,21 +217,10 @@ def decompress_to(content: Path, name: str, directory: Path) -> Path:
     try:
         with open_index(content, name) as src, os.fdopen(fd, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-    except BaseException as e:
+    except BaseException:
         os.unlink(tmp)
-        if _corrupt_stream(e):
-            raise FormatError(f"{name} does not decompress: {e}") from e
         raise
     return Path(tmp)
-
-
-def _corrupt_stream(e: BaseException) -> bool:
-    """A decompressor's complaint about its input (not a failing disk)."""
-    if isinstance(e, lzma.LZMAError | EOFError | gzip.BadGzipFile | zlib.error):
-        return True
-    if type(e).__name__ == "ZstdError":
-        return True
-    return type(e) is OSError and e.errno is None  # bz2: "Invalid data stream"
 
 
 @contextlib.contextmanager

@@ -202,7 +202,7 @@ def _tagfile_sections(content: Path, name: str,
             try:
                 for s in apt_pkg.TagFile(f):
                     yield {k: v for k in fields if (v := s.get(k)) is not None}
-            except SystemError as e:
+            except (SystemError, UnicodeDecodeError) as e:  # garbage, or not UTF-8
                 raise FormatError(f"unparsable index {name}: {e}") from e
 
 
@@ -217,7 +217,7 @@ def apt_versions(content: Path, name: str) -> Iterator[tuple[str, str, str]]:
         try:
             for s in _apt_pkg().TagFile(f):
                 yield s.get("Package", ""), s.get("Architecture", ""), s.get("Version", "")
-        except SystemError as e:
+        except (SystemError, UnicodeDecodeError) as e:  # garbage, or not UTF-8
             raise FormatError(f"unparsable index {name}: {e}") from e
 
 

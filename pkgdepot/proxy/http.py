@@ -9,7 +9,7 @@ import re
 from pkgdepot.errors import BadRequest, RangeNotSatisfiable
 
 MAX_RANGES = 64
-RANGE_RE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+RANGE_RE = re.compile(r"^[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*$")
 
 CONTENT_TYPES = (
     (".deb", "application/vnd.debian.binary-package"),
@@ -70,7 +70,7 @@ def parse_range(header: str | None, size: int) -> list[tuple[int, int]] | None:
             raise BadRequest("Range value too large")
         if first_s == "":  # suffix: the last N bytes
             n = int(last_s)
-            if n == 0:
+            if n == 0 or size == 0:  # nothing to take the last bytes of
                 continue
             out.append((max(0, size - n), size - 1))
             continue

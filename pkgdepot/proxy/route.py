@@ -12,6 +12,7 @@ backslash, no empty segments) before it is decoded, and again after.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from dataclasses import dataclass
@@ -34,6 +35,17 @@ MEMO_SIZE = 1 << 16
 OWN_FIRST_SEGMENTS = {"metrics", "_pkgdepot"}
 
 
+def _is_ipv6(host: str) -> bool:
+    """A plain IPv6 literal (no brackets, no zone index such as %eth0)."""
+    if "%" in host or not IPV6_RE.match(f"[{host}]"):
+        return False
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def is_authority(segment: str) -> bool:
     """HOST, HOST:PORT, IPv4[:PORT] or [IPv6][:PORT], with a dot or a port so
     that it cannot be mistaken for a repository name."""
@@ -45,7 +57,7 @@ def is_authority(segment: str) -> bool:
             if not rest.startswith(":"):
                 return False
             port = rest[1:]
-        if not IPV6_RE.match(host):
+        if not _is_ipv6(host[1:-1]):
             return False
     else:
         if ":" in segment:
@@ -199,7 +211,7 @@ class Router:
         if parts.fragment:
             raise BadRequest("fragments are not allowed")
         host = (parts.hostname or "").lower()
-        if not host or not (HOSTNAME_RE.match(host) or IPV6_RE.match(f"[{host}]")):
+        if not host or not (HOSTNAME_RE.match(host) or _is_ipv6(host)):
             raise BadRequest("malformed host in the URL")
         if (parts.scheme == "http" and (port or 80) == self.config.listen_port
                 and host in self._self_names):

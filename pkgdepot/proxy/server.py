@@ -39,7 +39,7 @@ from pkgdepot.logs import AccessLog, use_log_format
 from pkgdepot.metrics import NO_ORIGIN, Counters
 from pkgdepot.ops.evict import Evictor
 from pkgdepot.ops.housekeeping import Housekeeping
-from pkgdepot.proxy import status, tunnel
+from pkgdepot.proxy import admin, status, tunnel
 from pkgdepot.proxy.http import (
     content_type,
     etag_matches,
@@ -165,6 +165,16 @@ def _abort(request: web.BaseRequest) -> None:
     transport.abort()
 
 
+def error_response(e: PkgdepotError) -> web.Response:
+    """The text answer for an error: status, message and the hint to fix it."""
+    headers = {"Cache-Control": "no-store", "X-Pkgdepot-Error": type(e).__name__,
+               "Server": SERVER}
+    if isinstance(e, MethodNotAllowed):
+        headers["Allow"] = "GET, HEAD"
+    body = f"{e.status} {e.message}\n" + (f"hint: {e.hint}\n" if e.hint else "")
+    return web.Response(status=e.status, text=body, headers=headers)
+
+
 class Depot:
     """Everything one server process needs, started and stopped together."""
 
@@ -281,10 +291,15 @@ class Depot:
         route: Route | SnapshotRoute | OwnPage | None = None
         try:
             if check_client:
-                self._check_client(request)
+                self.check_client(request)
             if request.method == "CONNECT":
                 return await tunnel.handle_connect(request, self.config, self.fetcher.policy)
             if request.method not in ("GET", "HEAD"):
+                if admin.is_admin_target(target):
+                    raise Forbidden("state changes (sync, tag, untag, prune, gc) are not "
+                                    "served on the client port",
+                                    hint="use the admin API on server.admin_listen, with "
+                                         "the token of server.admin_token_file")
                 raise MethodNotAllowed(f"method {request.method} is not allowed: the depot "
                                        "is read-only for clients (GET and HEAD)")
             route = self.router.route(target)
@@ -384,7 +399,7 @@ class Depot:
         finally:
             up.release()
 
-    def _check_client(self, request: web.BaseRequest) -> None:
+    def check_client(self, request: web.BaseRequest) -> None:
         remote = request.remote
         if not remote or not self.config.allow_clients or remote in self._allowed_clients:
             return
@@ -405,12 +420,7 @@ class Depot:
                             hint="add the network to server.allow_clients")
 
     def _error(self, e: PkgdepotError) -> web.Response:
-        headers = {"Cache-Control": "no-store", "X-Pkgdepot-Error": type(e).__name__,
-                   "Server": SERVER}
-        if isinstance(e, MethodNotAllowed):
-            headers["Allow"] = "GET, HEAD"
-        body = f"{e.status} {e.message}\n" + (f"hint: {e.hint}\n" if e.hint else "")
-        return web.Response(status=e.status, text=body, headers=headers)
+        return error_response(e)
 
     # -- snapshots -----------------------------------------------------------
 
@@ -752,6 +762,14 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
                             f"{e.strerror}",
                             hint="is another depot or apt-cacher-ng running? pick another "
                                  "port with --listen HOST:PORT") from e
+    admin_srv = None
+    if leader is None:
+        try:
+            admin_srv = await admin.start(depot)
+        except PkgdepotError:
+            srv.close()
+            await depot.close()
+            raise
     log.info("pkgdepot %s listening on %s:%d, data in %s", __version__, config.listen_host,
              config.listen_port, config.data_dir)
     if ready is not None:
@@ -763,6 +781,8 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
             await stop.wait()
     finally:
         srv.close()
+        if admin_srv is not None:
+            admin_srv.close()
         for w in workers:
             w.terminate()
         await server.shutdown(2.0)

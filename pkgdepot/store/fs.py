@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -59,6 +60,32 @@ CREATE INDEX IF NOT EXISTS entries_sha256 ON entries(sha256);
 """
 
 
+DIR_MODE = 0o750
+CATALOG_FILES = ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm",
+                 "catalog.sqlite-journal")
+
+
+def ensure_dir(path: Path, mode: int = DIR_MODE) -> None:
+    """Create `path` (mode 0750 or tighter) or check the existing one: a real
+    directory, not a symbolic link planted in its place; group-write and any
+    access by others are taken away from a directory the depot owns."""
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise StoreError(f"{path} is not a directory (a symbolic link?): refusing to write "
+                         "through it", hint=f"remove {path} and start again")
+    if st.st_mode & 0o027 and st.st_uid == os.geteuid():
+        os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
+
+
+def is_blob(path: Path) -> bool:
+    """Whether `path` is a stored blob: a regular file, not a planted link."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 class FsStore:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir
@@ -83,13 +110,19 @@ class FsStore:
         a live server) nothing is cleaned up and entries are read on demand."""
         try:
             for d in (self.root, self.blobs, self.tmp, self.derived):
-                d.mkdir(mode=0o750, parents=True, exist_ok=True)
-                st = os.lstat(d)
-                if not stat.S_ISDIR(st.st_mode):
-                    raise StoreError(f"{d} is not a directory (a symlink?)")
+                ensure_dir(d)
         except PermissionError as e:
             raise StoreError(f"cannot create the data directory {self.root}: {e.strerror}",
                              hint="run as root, or pass --data-dir DIR that you can write") from e
+        for name in CATALOG_FILES:
+            if (self.root / name).is_symlink():
+                raise StoreError(f"{self.root / name} is a symbolic link: refusing to write "
+                                 "the catalog through it",
+                                 hint="remove the link (and restore the real catalog)")
+        for sub in self.blobs.iterdir():
+            if sub.is_symlink():
+                raise StoreError(f"{sub} is a symbolic link inside the blob directory: "
+                                 "refusing to write through it", hint=f"remove {sub}")
         removed = 0
         for p in self.tmp.iterdir() if recover else ():
             if p.is_file() or p.is_symlink():
@@ -113,11 +146,11 @@ class FsStore:
         for row in rows:
             ent = Entry(*row)
             try:
-                st = os.stat(self.blob_path(ent.sha256))
+                st = os.lstat(self.blob_path(ent.sha256))
             except FileNotFoundError:
                 dropped.append(ent.key)
                 continue
-            if st.st_size != ent.size:
+            if st.st_size != ent.size or not stat.S_ISREG(st.st_mode):
                 dropped.append(ent.key)
                 continue
             self._entries[ent.key] = ent
@@ -160,7 +193,7 @@ class FsStore:
             return None if row is None else Entry(*row)
 
         found: Entry | None = await self._call(run)
-        if found is not None and os.path.exists(self.blob_path(found.sha256)):
+        if found is not None and is_blob(self.blob_path(found.sha256)):
             self._entries[key] = found
             return found
         return None
@@ -168,9 +201,9 @@ class FsStore:
     def place_bytes(self, data: bytes, sha256: str) -> None:
         """Blocking: write verified content as the blob `sha256` (no fsync: the
         caller syncs before anything references it)."""
-        if os.path.exists(self.blob_path(sha256)):
+        if is_blob(self.blob_path(sha256)):
             with contextlib.suppress(FileNotFoundError):
-                os.utime(self.blob_path(sha256))
+                os.utime(self.blob_path(sha256), follow_symlinks=False)
                 return
         temp = self.new_temp()
         try:
@@ -183,7 +216,7 @@ class FsStore:
     async def put_bytes(self, data: bytes) -> str:
         """Store small content (generated metadata) as a blob; its sha256."""
         sha = hashlib.sha256(data).hexdigest()
-        if os.path.exists(self.blob_path(sha)):
+        if is_blob(self.blob_path(sha)):
             return sha
 
         def write() -> None:
@@ -206,7 +239,16 @@ class FsStore:
         return self.blobs / sha256[:2] / sha256
 
     def open_blob(self, sha256: str) -> BinaryIO:
-        return open(self.blob_path(sha256), "rb")
+        """Open a blob for reading; a symbolic link in its place is never followed."""
+        try:
+            fd = os.open(self.blob_path(sha256), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise StoreError(f"{self.blob_path(sha256)} is a symbolic link, not a blob: "
+                             "refusing to read through it",
+                             hint="remove it; the file is fetched again") from e
+        return os.fdopen(fd, "rb")
 
     # -- derived data ----------------------------------------------------
 
@@ -218,7 +260,7 @@ class FsStore:
     def put_derived(self, path: Path, data: bytes) -> None:
         """Keep derived data (blocking). Losing it costs only time, so it is
         written without fsync; a crash leaves at worst a temporary behind."""
-        path.parent.mkdir(mode=0o750, exist_ok=True)
+        ensure_dir(path.parent)
         temp = self.new_temp()
         try:
             temp.write_bytes(data)
@@ -239,17 +281,18 @@ class FsStore:
         directory is not fsynced: a rename lost with it leaves a catalog entry
         without a blob, which the check at start drops (fetched again later)."""
         dest = self.blob_path(sha256)
-        try:
-            # Already there: a fresh mtime keeps a running garbage collection off it.
-            os.utime(dest)
-            temp.unlink(missing_ok=True)
-            return
-        except FileNotFoundError:
-            pass
+        if is_blob(dest):
+            try:
+                # Already there: a fresh mtime keeps a running garbage collection off it.
+                os.utime(dest, follow_symlinks=False)
+                temp.unlink(missing_ok=True)
+                return
+            except FileNotFoundError:
+                pass
         if not synced:
             with open(temp, "rb") as f:
                 os.fsync(f.fileno())
-        dest.parent.mkdir(exist_ok=True)
+        ensure_dir(dest.parent)  # a planted link in a shard's place is refused
         os.chmod(temp, 0o444)
         os.replace(temp, dest)
         self.bytes_placed += os.stat(dest).st_size

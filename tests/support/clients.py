@@ -151,10 +151,12 @@ _NS_INIT = r"""
 import ctypes, os, subprocess, sys
 libc = ctypes.CDLL(None, use_errno=True)
 MS_BIND, MS_REC = 4096, 16384
-def mount(src, tgt, fstype, flags, data):
+def mount(src, tgt, fstype, flags, data, gone_ok=False):
     if libc.mount(src.encode(), tgt.encode(), fstype.encode() if fstype else None,
                   flags, data.encode() if data else None) != 0:
         e = ctypes.get_errno()
+        if gone_ok and e == 2:  # ENOENT: removed (by another process) since listed
+            return
         sys.stderr.write(f"pkgdepot-ns: mount {tgt}: {os.strerror(e)}\n")
         sys.exit(97)
 shadows = [d for d in sys.argv[1].split("\0") if d]
@@ -181,7 +183,7 @@ for i, d in enumerate(shadows):
             os.mkdir(tgt)
         else:
             open(tgt, "w").close()
-        mount(src, tgt, None, MS_BIND | MS_REC, None)
+        mount(src, tgt, None, MS_BIND | MS_REC, None, gone_ok=True)
 for p in privates:
     if os.path.isdir(os.path.dirname(p)):
         os.makedirs(p, exist_ok=True)

@@ -71,3 +71,109 @@ def test_not_a_package(tmp_path: Path) -> None:
     with pytest.raises((UnpackError, ArchiveError)):
         unpack(bad, tmp_path / "root", "deb")
     assert not list((tmp_path / "root").rglob("*"))
+
+
+def _hardlink(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.LNKTYPE, target
+    return info
+
+
+def _symlink(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info
+
+
+def _outside(tmp: Path) -> Path:
+    """A directory of the test's own, outside the root, that must stay empty."""
+    out = tmp / "outside"
+    out.mkdir(exist_ok=True)
+    (out / "victim").write_text("original\n")
+    return out
+
+
+@pytest.mark.parametrize("target", ["../../outside/victim", "./usr/../../outside/victim",
+                                    "{outside}/victim"])
+def test_escaping_hardlink_refused(tmp_path: Path, target: str) -> None:
+    """A hard link to a file outside the root would let a later member (or the
+    link itself) overwrite that file: refused before anything is written."""
+    outside = _outside(tmp_path)
+    link = _hardlink("./etc/victim", target.format(outside=outside))
+    p = deb(tmp_path, [link, ("./etc/victim", b"pwned\n")])
+    with pytest.raises(UnpackError, match="outside the root"):
+        unpack(p, tmp_path / "root", "deb")
+    assert (outside / "victim").read_text() == "original\n"
+    assert not list((tmp_path / "root").rglob("*"))
+
+
+@pytest.mark.parametrize("target", ["{outside}", "../../../outside", "../usr/../.."])
+def test_write_through_symlink_refused(tmp_path: Path, target: str) -> None:
+    """A symlink member pointing outside (absolute, or climbing), then a file
+    written through it: refused, nothing lands in the directory it points at."""
+    outside = _outside(tmp_path)
+    link = _symlink("./lnk", target.format(outside=outside))
+    p = deb(tmp_path, [link, ("./lnk/evil", b"pwned\n"), ("./lnk/victim", b"pwned\n")])
+    with pytest.raises(UnpackError, match=r"escapes the root|through the symlink"):
+        unpack(p, tmp_path / "root", "deb")
+    assert sorted(x.name for x in outside.iterdir()) == ["victim"]
+    assert (outside / "victim").read_text() == "original\n"
+
+
+def test_file_replacing_a_symlink_refused(tmp_path: Path) -> None:
+    outside = _outside(tmp_path)
+    p = deb(tmp_path, [_symlink("./etc/victim", str(outside / "victim")),
+                       ("./etc/victim", b"pwned\n")])
+    with pytest.raises(UnpackError, match="through the symlink"):
+        unpack(p, tmp_path / "root", "deb")
+    assert (outside / "victim").read_text() == "original\n"
+
+
+def test_hardlink_inside_root_is_kept(tmp_path: Path) -> None:
+    p = deb(tmp_path, [("./usr/bin/a", b"tool\n"), _hardlink("./usr/bin/b", "./usr/bin/a")])
+    u = unpack(p, tmp_path / "root", "deb")
+    assert (tmp_path / "root/usr/bin/b").read_bytes() == b"tool\n"
+    assert "/usr/bin/b" in u.files
+
+
+def test_decompression_bomb_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member that unpacks to far more than the package's size times the
+    allowed ratio is refused before anything is written (the floor is lowered
+    here so that the test stays small: 16 MB of zeros in a ~16 KB package)."""
+    import pkgdepot.build.unpack as unpack_mod
+
+    monkeypatch.setattr(unpack_mod, "MIN_UNPACK_LIMIT", 1 << 20)
+    p = deb(tmp_path, [("./zeros", bytes(16 << 20))])
+    assert p.stat().st_size < 100 << 10
+    with pytest.raises(UnpackError, match="decompression bomb"):
+        unpack(p, tmp_path / "root", "deb")
+    assert not (tmp_path / "root/zeros").exists()
+
+
+def test_cpio_payload_checked_too(tmp_path: Path) -> None:
+    """rpm payloads are cpio archives: the member check (which unpack runs on
+    the whole rpm, as libarchive reads it) refuses the same members."""
+    import libarchive
+
+    import pkgdepot.build.unpack as unpack_mod
+
+    outside = _outside(tmp_path)
+    payload = tmp_path / "payload.cpio"
+    with libarchive.file_writer(str(payload), "cpio_newc") as w:
+        w.add_file_from_memory("../outside/victim", 6, b"pwned\n")
+    with pytest.raises(UnpackError, match="outside the root"):
+        unpack_mod._check_members(payload.read_bytes(), "payload.cpio", 1 << 20)
+    with pytest.raises(UnpackError, match="not an rpm"):  # a bare cpio is not an rpm
+        unpack(payload, tmp_path / "r" / "root", "rpm")
+    assert (outside / "victim").read_text() == "original\n"
+
+
+@pytest.mark.parametrize("data", [b"", b"\xed\xab\xee\xdb" + b"\0" * 200, b"070701" + b"z" * 200,
+                                  b"!<arch>\ndata.tar.xz/    0 0 0 100644 10 `\n0123456789"])
+def test_garbage_is_a_clear_error(tmp_path: Path, data: bytes) -> None:
+    bad = tmp_path / "x.pkg"
+    bad.write_bytes(data)
+    for family in ("deb", "rpm"):
+        with pytest.raises(UnpackError):
+            unpack(bad, tmp_path / family, family)
+        assert not list((tmp_path / family).rglob("*"))
