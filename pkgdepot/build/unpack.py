@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import libarchive
 import libarchive.extract as lx
+from libarchive.entry import ArchiveEntry
 
 from pkgdepot.errors import PkgdepotError
 
@@ -33,6 +34,7 @@ class UnpackError(PkgdepotError):
 class Unpacked:
     files: list[str] = field(default_factory=list)      # absolute paths in the target
     conffiles: list[str] = field(default_factory=list)
+    control: dict[str, str] = field(default_factory=dict)  # a deb's control fields
 
 
 @contextlib.contextmanager
@@ -85,28 +87,77 @@ def _deb_parts(path: Path) -> tuple[bytes, bytes]:
     return control, data
 
 
+def _control_member(control: bytes, name: str) -> str:
+    if control:
+        with libarchive.memory_reader(control) as archive:
+            for e in archive:
+                if e.pathname.lstrip("./") == name:
+                    return b"".join(e.get_blocks()).decode("utf-8", "replace")
+    return ""
+
+
 def conffiles_of(control: bytes) -> list[str]:
-    if not control:
-        return []
-    with libarchive.memory_reader(control) as archive:
-        for e in archive:
-            if e.pathname.lstrip("./") == "conffiles":
-                text = b"".join(e.get_blocks()).decode("utf-8", "replace")
-                return [ln.strip() for ln in text.splitlines() if ln.strip().startswith("/")]
-    return []
+    text = _control_member(control, "conffiles")
+    return [ln.strip() for ln in text.splitlines() if ln.strip().startswith("/")]
 
 
-def unpack(package: Path, root: Path, family: str) -> Unpacked:
-    """Unpack one package's files into `root` (no scripts run)."""
+def control_fields(control: bytes) -> dict[str, str]:
+    """The fields of a deb's control file (continuation lines joined)."""
+    fields: dict[str, str] = {}
+    key = ""
+    for line in _control_member(control, "control").splitlines():
+        if line[:1] in (" ", "\t") and key:
+            fields[key] += "\n" + line.strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def _relocate(name: str, merged: tuple[str, ...]) -> str | None:
+    """On a merged-/usr root, `bin/x` lands in `usr/bin/x` (through the
+    `/bin -> usr/bin` link, as dpkg would put it); the entry of the merged
+    directory itself is dropped (the link stands there)."""
+    rel = name[2:] if name.startswith("./") else name.lstrip("/")
+    top, _, rest = rel.partition("/")
+    if top not in merged:
+        return name
+    return f"./usr/{top}/{rest}" if rest.strip("/") else None
+
+
+def _moved(entries: Iterable[ArchiveEntry], merged: tuple[str, ...]) -> Iterator[ArchiveEntry]:
+    for e in entries:
+        path = _relocate(e.pathname, merged)
+        if path is None:
+            continue
+        if path != e.pathname:
+            e.pathname = path
+        if e.islnk and e.linkpath:
+            target = _relocate(e.linkpath, merged)
+            if target and target != e.linkpath:
+                e.linkpath = target
+        yield e
+
+
+def _extract(data: bytes, root: Path, merged: tuple[str, ...]) -> None:
+    with _cwd(root):
+        if not merged:
+            lx.extract_memory(data, SECURE)
+            return
+        with libarchive.memory_reader(data) as archive:
+            lx.extract_entries(_moved(archive, merged), SECURE)
+
+
+def unpack(package: Path, root: Path, family: str, merged: tuple[str, ...] = ()) -> Unpacked:
+    """Unpack one package's files into `root` (no scripts run). `merged`
+    names the top directories that are links into /usr on this root."""
     root.mkdir(parents=True, exist_ok=True)
     if family == "deb":
         control, data = _deb_parts(package)
-        out = Unpacked(_check_members(data, package.name), conffiles_of(control))
-        with _cwd(root):
-            lx.extract_memory(data, SECURE)
-        return out
-    data = package.read_bytes()
-    out = Unpacked(_check_members(data, package.name))
-    with _cwd(root):
-        lx.extract_memory(data, SECURE)
+        out = Unpacked(_check_members(data, package.name), conffiles_of(control),
+                       control_fields(control))
+    else:
+        data = package.read_bytes()
+        out = Unpacked(_check_members(data, package.name))
+    _extract(data, root, merged)
     return out
