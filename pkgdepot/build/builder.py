@@ -5,6 +5,7 @@ target's own dpkg or rpm inside the new root."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import tomllib
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from pkgdepot.build import configure_deb
+from pkgdepot.build.clients import disable_distribution_repos, write_clients
 from pkgdepot.build.fetch import RepoSpec, apt_indexes, download, required_debs, rpm_indexes
+from pkgdepot.build.finish import apply_overlay, run_scripts
 from pkgdepot.build.pack import clamp_times, pack, source_date_epoch
 from pkgdepot.build.resolve import Index, Locked, read_lock, resolve, write_lock
 from pkgdepot.build.tree import Template, TemplateError
@@ -29,6 +32,13 @@ class BuildConfig:
     replacements: dict[str, str] = field(default_factory=dict)
     include_required: bool = True
     merged_usr: bool = True
+    client_depot: str | None = None       # the depot as clients in the template see it
+    signed_by: dict[str, str] = field(default_factory=dict)   # apt repository -> keyring
+    gpgkeys: dict[str, str] = field(default_factory=dict)     # rpm repository -> gpgkey URL
+
+    def client_repos(self) -> list[RepoSpec]:
+        depot = self.client_depot or self.depot
+        return [dataclasses.replace(r, depot=depot) for r in self.repositories]
 
 
 def build_config(template: Template, depot: str | None, snapshot: str | None) -> BuildConfig:
@@ -61,9 +71,17 @@ def build_config(template: Template, depot: str | None, snapshot: str | None) ->
     repl = data.get("replacements", {})
     if not isinstance(repl, dict) or not all(isinstance(v, str) for v in repl.values()):
         raise TemplateError(f"{f}: replacements: expected NAME = \"STAND-IN\" lines")
+    client = data.get("client_depot")
+    if client is not None and (not isinstance(client, str)
+                               or not client.startswith(("http://", "https://"))):
+        raise TemplateError(f"{f}: client_depot: expected the depot's URL as the template's "
+                            "clients reach it")
+    keys = {k: {r["name"]: str(r[k]) for r in data.get("repositories", []) if k in r}
+            for k in ("signed_by", "gpgkey")}
     return BuildConfig(family, depot_url, repos, dict(repl),
                        bool(data.get("include_required", family == "deb")),
-                       bool(data.get("merged_usr", True)))
+                       bool(data.get("merged_usr", True)), client, keys["signed_by"],
+                       keys["gpgkey"])
 
 
 def lock(template: Template, set_name: str, cfg: BuildConfig, workdir: Path) -> list[Locked]:
@@ -125,6 +143,11 @@ def full_template(packages: list[Locked], template: Template, cfg: BuildConfig, 
     else:
         raise TemplateError("configuring rpm templates is not available yet",
                             hint="use --appliance")
+    disable_distribution_repos(root, cfg.family)
+    write_clients(root, cfg.family, cfg.client_repos(), cfg.signed_by, cfg.gpgkeys)
+    apply_overlay(root, template.overlay)
+    if template.scripts:
+        run_scripts(root, template.scripts, {"PKGDEPOT_DEPOT": cfg.client_depot or cfg.depot})
 
 
 def run(template: Template, set_name: str, *, depot: str | None, snapshot: str | None,
@@ -145,6 +168,7 @@ def run(template: Template, set_name: str, *, depot: str | None, snapshot: str |
     def make(root: Path) -> None:
         if appliance_mode:
             appliance(packages, cfg.family, root, cache)
+            apply_overlay(root, template.overlay)
         else:
             full_template(packages, template, cfg, root, cache)
 

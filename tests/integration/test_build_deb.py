@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pkgdepot.build.chroot import run_in
 from tests.depot import ROOT, DepotProcess
 from tests.integration.test_build import pkgdepot
 from tests.support import hostdebs
@@ -66,13 +67,30 @@ def chroot(root: Path, *cmd: str) -> str:
     return proc.stdout
 
 
+def example_copy(tmp_path: Path) -> Path:
+    """The shipped tree, with a level of the test's own below it."""
+    shutil.copytree(EXAMPLE.parents[1], tmp_path / "templates/debian")
+    leaf = tmp_path / "templates/debian/12/amd64"
+    (leaf / "config").mkdir()
+    return leaf
+
+
 def test_minimal_template_configured_by_target_dpkg(
-        tmp_path: Path, depot: DepotProcess, host_state_guard: object) -> None:
+        tmp_path: Path, depot: DepotProcess, bookworm_repo: AptRepo,
+        host_state_guard: object) -> None:
+    leaf = example_copy(tmp_path)
+    # the test's level: trust the test repository's key, and a script after the shipped one
+    keyfile = leaf / "config/overlay/etc/apt/trusted.gpg.d/pkgdepot-test.asc"
+    keyfile.parent.mkdir(parents=True)
+    shutil.copyfile(bookworm_repo.key.public_armored, keyfile)
+    (leaf / "config/post-install.d").mkdir()
+    (leaf / "config/post-install.d/95-mark").write_text(
+        "#!/bin/sh\nset -e\necho \"after $(cat /etc/hostname) via $PKGDEPOT_DEPOT\" > /etc/mark\n")
     out = tmp_path / "root"
     lockfile = tmp_path / "minimal.lock"
-    pkgdepot("build", str(EXAMPLE), "--set", "minimal", "--depot", depot.url,
+    pkgdepot("build", str(leaf), "--set", "minimal", "--depot", depot.url,
              "--write-lock", str(lockfile))
-    pkgdepot("build", str(EXAMPLE), "--set", "minimal", "--depot", depot.url,
+    pkgdepot("build", str(leaf), "--set", "minimal", "--depot", depot.url,
              "--lock", str(lockfile), "--out", str(out), "--cache", str(tmp_path / "cache"))
     locked = {p["name"] for p in json.loads(lockfile.read_text())["packages"]}
     assert {"dpkg", "base-passwd", "apt", "libc6"} <= locked
@@ -92,15 +110,22 @@ def test_minimal_template_configured_by_target_dpkg(
     assert not (out / "usr/sbin/policy-rc.d").exists()
     assert not (out / "var/cache/pkgdepot-debs").exists()
     assert not list((out / "proc").iterdir()) and not list((out / "dev").iterdir())
+    # overlay and post-install scripts of every level, in name order
+    assert (out / "etc/apt/apt.conf.d/90pkgdepot-norecommends").exists()
+    assert (out / "etc/mark").read_text() == f"after localhost via {depot.url}\n"
+    # the template is a client of the depot: apt-get installs through it
+    sources = (out / "etc/apt/sources.list.d/pkgdepot.sources").read_text()
+    assert f"URIs: {depot.url}/debian\nSuites: bookworm\n" in sources
+    # (with /proc and /dev mounted in a private namespace, as a container runtime would)
+    run_in(out, ["apt-get", "update"])
+    run_in(out, ["apt-get", "install", "-y", "less"], {"DEBIAN_FRONTEND": "noninteractive"})
+    assert "ii  less" in chroot(out, "dpkg", "-l", "less")
 
 
 def test_failing_maintainer_script_is_named(tmp_path: Path, depot: DepotProcess) -> None:
     """A postinst that fails stops the build with the package's name and the
     script's own output."""
-    tree = tmp_path / "templates"
-    shutil.copytree(EXAMPLE.parents[1], tree / "debian")
-    leaf = tree / "debian/12/amd64"
-    (leaf / "config").mkdir(exist_ok=True)
+    leaf = example_copy(tmp_path)
     (leaf / "config/licensed.list").write_text("@minimal\nlicence-check\n")
     err = pkgdepot("build", str(leaf), "--set", "licensed", "--depot", depot.url,
                    "--out", str(tmp_path / "root"), "--cache", str(tmp_path / "cache"),
