@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pkgdepot.build import configure_deb
+from pkgdepot.build import configure_deb, configure_rpm
 from pkgdepot.build.clients import disable_distribution_repos, write_clients
 from pkgdepot.build.fetch import RepoSpec, apt_indexes, download, required_debs, rpm_indexes
 from pkgdepot.build.finish import apply_overlay, run_scripts
@@ -141,8 +141,10 @@ def full_template(packages: list[Locked], template: Template, cfg: BuildConfig, 
                                     {p.name: u.control for p, (_, u) in got.items()})
             bar.advance(1)
     else:
-        raise TemplateError("configuring rpm templates is not available yet",
-                            hint="use --appliance")
+        got = fetch_and_unpack(packages, "rpm", root, cache)
+        with Progress("registering with the target's rpm", 1, unit="steps") as bar:
+            configure_rpm.configure(root, {p.name: f for p, (f, _) in got.items()})
+            bar.advance(1)
     disable_distribution_repos(root, cfg.family)
     write_clients(root, cfg.family, cfg.client_repos(), cfg.signed_by, cfg.gpgkeys)
     apply_overlay(root, template.overlay)

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pkgdepot.errors import PkgdepotError
@@ -39,6 +40,25 @@ class ChrootError(PkgdepotError):
 
     status = 500
     output = ""  # everything the command printed
+
+
+class ConfigureError(ChrootError):
+    """A package could not be set up by the target's own tools."""
+
+
+def stage(root: Path, files: Mapping[str, Path], directory: str, suffix: str) -> list[str]:
+    """Hard-link (or copy) package files into the root; their paths inside."""
+    staged = root / directory
+    staged.mkdir(parents=True, exist_ok=True)
+    inside = []
+    for name, src in sorted(files.items()):
+        dest = staged / f"{name}{suffix}"
+        try:
+            os.link(src, dest)
+        except OSError:
+            shutil.copyfile(src, dest)
+        inside.append(f"/{directory}/{name}{suffix}")
+    return inside
 
 
 def run_in(root: Path, cmd: Sequence[str], env: dict[str, str] | None = None,

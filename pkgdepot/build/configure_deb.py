@@ -7,22 +7,25 @@ written by the target's dpkg alone."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from pkgdepot.build.chroot import ChrootError, excerpt, failed_packages, run_in, tail
+from pkgdepot.build.chroot import (
+    ChrootError,
+    ConfigureError,
+    excerpt,
+    failed_packages,
+    run_in,
+    stage,
+    tail,
+)
 
 ENV = {"DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
 DPKG = ["dpkg", "--force-unsafe-io", "--force-confold"]
 POLICY_RC_D = "usr/sbin/policy-rc.d"
 DEBS_DIR = "var/cache/pkgdepot-debs"
-
-
-class ConfigureError(ChrootError):
-    """A package could not be configured (maintainer script failed, ...)."""
 
 
 def merged_usr_dirs(arch: str) -> tuple[str, ...]:
@@ -123,21 +126,12 @@ def configure(root: Path, debs: Mapping[str, Path],
     policy.write_text("#!/bin/sh\n# pkgdepot build: no services start while building\n"
                       "exit 101\n")
     policy.chmod(0o755)
-    staged = root / DEBS_DIR
-    staged.mkdir(parents=True, exist_ok=True)
-    inside = {}
-    for name, deb in debs.items():
-        dest = staged / f"{name}.deb"
-        try:
-            os.link(deb, dest)
-        except OSError:
-            shutil.copyfile(deb, dest)
-        inside[name] = f"/{DEBS_DIR}/{name}.deb"
+    paths = dict(zip(sorted(debs), stage(root, debs, DEBS_DIR, ".deb"), strict=True))
     try:
         ordered = order(controls)
         essential = essential_set(controls)
-        first = [inside[n] for n in ordered if n in essential]
-        rest = [inside[n] for n in ordered if n not in essential]
+        first = [paths[n] for n in ordered if n in essential]
+        rest = [paths[n] for n in ordered if n not in essential]
         _dpkg(root, ["--force-depends", "--install", *first], "installing the essential set")
         if rest:
             _dpkg(root, ["--force-depends", "--unpack", *rest], "unpacking the other packages")
@@ -147,5 +141,5 @@ def configure(root: Path, debs: Mapping[str, Path],
             raise ConfigureError("dpkg --audit finds packages not fully set up:\n"
                                  + tail(audit))
     finally:
-        shutil.rmtree(staged, ignore_errors=True)
+        shutil.rmtree(root / DEBS_DIR, ignore_errors=True)
         policy.unlink(missing_ok=True)

@@ -70,9 +70,7 @@ def chroot(root: Path, *cmd: str) -> str:
 def example_copy(tmp_path: Path) -> Path:
     """The shipped tree, with a level of the test's own below it."""
     shutil.copytree(EXAMPLE.parents[1], tmp_path / "templates/debian")
-    leaf = tmp_path / "templates/debian/12/amd64"
-    (leaf / "config").mkdir()
-    return leaf
+    return tmp_path / "templates/debian/12/amd64"
 
 
 def test_minimal_template_configured_by_target_dpkg(
@@ -83,7 +81,7 @@ def test_minimal_template_configured_by_target_dpkg(
     keyfile = leaf / "config/overlay/etc/apt/trusted.gpg.d/pkgdepot-test.asc"
     keyfile.parent.mkdir(parents=True)
     shutil.copyfile(bookworm_repo.key.public_armored, keyfile)
-    (leaf / "config/post-install.d").mkdir()
+    (leaf / "config/post-install.d").mkdir(parents=True)
     (leaf / "config/post-install.d/95-mark").write_text(
         "#!/bin/sh\nset -e\necho \"after $(cat /etc/hostname) via $PKGDEPOT_DEPOT\" > /etc/mark\n")
     out = tmp_path / "root"
@@ -112,6 +110,7 @@ def test_minimal_template_configured_by_target_dpkg(
     assert not list((out / "proc").iterdir()) and not list((out / "dev").iterdir())
     # overlay and post-install scripts of every level, in name order
     assert (out / "etc/apt/apt.conf.d/90pkgdepot-norecommends").exists()
+    assert (out / "etc/motd").read_text() == "Debian 12 template built by pkgdepot\n"
     assert (out / "etc/mark").read_text() == f"after localhost via {depot.url}\n"
     # the template is a client of the depot: apt-get installs through it
     sources = (out / "etc/apt/sources.list.d/pkgdepot.sources").read_text()

@@ -494,6 +494,8 @@ class RpmSpec:
     files: dict[str, bytes] = field(default_factory=dict)
     size_padding: int = 0
     summary: str = ""
+    executable: list[str] = field(default_factory=list)  # paths of files with mode 0755
+    scripts: dict[str, str] = field(default_factory=dict)  # scriptlets: "post" -> shell
 
     def cache_key(self) -> str:
         d = asdict(self)
@@ -595,8 +597,11 @@ def _build_rpm_batch(specs: list[RpmSpec], cache: Path) -> None:
                 p = src / rel
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(data)
+                p.chmod(0o755 if rel in map(_clean_relpath, s.executable) else 0o644)
                 paths.append("/" + rel)
             install.append(f"cp -a {src}/. %{{buildroot}}/")
+            for scriptlet, body in s.scripts.items():
+                files_sections += [f"%{scriptlet} -n {s.name}", _spec_escape(body)]
             files_sections.append(f"%files -n {s.name}")
             files_sections += [f'"{_spec_escape(p)}"' for p in sorted(paths)]
         spec_file = top / "SPECS" / "batch.spec"
