@@ -4,8 +4,9 @@ package's control files), with the closure of their Depends/Pre-Depends.
 
 dpkg-repack itself turns a listed directory that is a link on a merged-/usr
 host (libc6's `/lib64`) into a link in the package and then fails to copy
-the files below it; here every listed path that has listed children is a
-directory, as in the original package.
+the files below it; here every listed path that has listed paths below it,
+and each merged-/usr link (`/bin -> usr/bin`), is a directory, as in the
+original package.
 """
 
 from __future__ import annotations
@@ -86,12 +87,17 @@ def _copy(src: str, dest: Path) -> None:
         os.chmod(dest, st.st_mode & 0o7777)
 
 
+def _merged(path: str) -> bool:
+    """/bin -> usr/bin on a merged-/usr host: packages ship a directory there."""
+    return path.count("/") == 1 and os.readlink(path) == "usr" + path
+
+
 def repack(name: str, dest: Path) -> Path:
     """One installed package as DEST/NAME.deb (fast gzip)."""
     listed = [p for p in subprocess.run(["dpkg-query", "-L", name], capture_output=True,
                                         text=True, check=True, timeout=60).stdout.splitlines()
               if p.startswith("/") and p != "/."]
-    parents = {str(Path(p).parent) for p in listed}
+    parents = {str(a) for p in listed for a in Path(p).parents}
     with tempfile.TemporaryDirectory(prefix="repack", dir=dest) as tmp:
         tree = Path(tmp) / "tree"
         (tree / "DEBIAN").mkdir(parents=True)
@@ -104,7 +110,7 @@ def repack(name: str, dest: Path) -> Path:
                 shutil.copy2(f, tree / "DEBIAN" / kind)
         for p in listed:
             target = tree / p.lstrip("/")
-            if os.path.isdir(p) and (p in parents or not os.path.islink(p)):
+            if os.path.isdir(p) and (p in parents or not os.path.islink(p) or _merged(p)):
                 target.mkdir(parents=True, exist_ok=True)
                 st = os.stat(p)
                 os.chmod(target, st.st_mode & 0o7777)
