@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 RUNTIME="python3 python3-venv python3-solv python3-apt python3-rpm gpgv gpg createrepo-c libarchive13 ca-certificates"
-TEST="dpkg-dev apt-utils gpg rpm createrepo-c dnf zypper curl chromium python3-pil"
+TEST="dpkg-dev apt-utils gpg rpm createrepo-c dnf zypper curl chromium python3-pil busybox-static"
 PKGS="$RUNTIME"
 EXTRA=""
 if [ "${1:-}" = "--test" ]; then

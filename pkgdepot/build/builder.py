@@ -1,10 +1,11 @@
 """pkgdepot build: template -> resolution (lock) -> download through the
 depot -> unpack. Appliance mode (seed 004) stops there and writes a
-manifest; configuring a full template with the target's own dpkg or rpm is
-the next step of this module."""
+manifest; a full template is then registered and configured by the
+target's own dpkg or rpm inside the new root."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import tomllib
@@ -12,11 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pkgdepot.build import configure_deb, configure_rpm
+from pkgdepot.build.clients import disable_distribution_repos, write_clients
 from pkgdepot.build.fetch import RepoSpec, apt_indexes, download, required_debs, rpm_indexes
+from pkgdepot.build.finish import apply_overlay, run_scripts
 from pkgdepot.build.pack import clamp_times, pack, source_date_epoch
 from pkgdepot.build.resolve import Index, Locked, read_lock, resolve, write_lock
 from pkgdepot.build.tree import Template, TemplateError
-from pkgdepot.build.unpack import unpack
+from pkgdepot.build.unpack import Unpacked, unpack
 from pkgdepot.progress import Progress
 
 
@@ -27,6 +31,14 @@ class BuildConfig:
     repositories: list[RepoSpec]
     replacements: dict[str, str] = field(default_factory=dict)
     include_required: bool = True
+    merged_usr: bool = True
+    client_depot: str | None = None       # the depot as clients in the template see it
+    signed_by: dict[str, str] = field(default_factory=dict)   # apt repository -> keyring
+    gpgkeys: dict[str, str] = field(default_factory=dict)     # rpm repository -> gpgkey URL
+
+    def client_repos(self) -> list[RepoSpec]:
+        depot = self.client_depot or self.depot
+        return [dataclasses.replace(r, depot=depot) for r in self.repositories]
 
 
 def build_config(template: Template, depot: str | None, snapshot: str | None) -> BuildConfig:
@@ -66,8 +78,17 @@ def build_config(template: Template, depot: str | None, snapshot: str | None) ->
     repl = data.get("replacements", {})
     if not isinstance(repl, dict) or not all(isinstance(v, str) for v in repl.values()):
         raise TemplateError(f"{f}: replacements: expected NAME = \"STAND-IN\" lines")
+    client = data.get("client_depot")
+    if client is not None and (not isinstance(client, str)
+                               or not client.startswith(("http://", "https://"))):
+        raise TemplateError(f"{f}: client_depot: expected the depot's URL as the template's "
+                            "clients reach it")
+    keys = {k: {r["name"]: str(r[k]) for r in data.get("repositories", []) if k in r}
+            for k in ("signed_by", "gpgkey")}
     return BuildConfig(family, depot_url, repos, dict(repl),
-                       bool(data.get("include_required", family == "deb")))
+                       bool(data.get("include_required", family == "deb")),
+                       bool(data.get("merged_usr", True)), client, keys["signed_by"],
+                       keys["gpgkey"])
 
 
 def lock(template: Template, set_name: str, cfg: BuildConfig, workdir: Path) -> list[Locked]:
@@ -84,23 +105,58 @@ def lock(template: Template, set_name: str, cfg: BuildConfig, workdir: Path) -> 
                    excluded=template.removed.get(set_name, {}).keys())
 
 
-def appliance(packages: list[Locked], family: str, out: Path, cache: Path) -> Path:
-    """The files of the packages, unpacked without running anything, and a
-    manifest (packages, files, config files)."""
+def fetch_and_unpack(packages: list[Locked], family: str, root: Path, cache: Path,
+                     merged: tuple[str, ...] = ()) -> dict[Locked, tuple[Path, Unpacked]]:
+    """Download every package through the depot and unpack it into `root`."""
     total = sum(p.size for p in packages)
     with Progress(f"downloading {len(packages)} packages", total) as bar:
         files = download(packages, cache, bar.advance)
-    manifest: dict[str, Any] = {"packages": []}
+    out = {}
     with Progress("unpacking", len(packages), unit="packages") as bar:
         for p in sorted(packages):
-            u = unpack(files[p], out, family)
-            manifest["packages"].append({
-                "name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256,
-                "files": u.files, "conffiles": u.conffiles})
+            out[p] = (files[p], unpack(files[p], root, family, merged))
             bar.advance(1)
+    return out
+
+
+def appliance(packages: list[Locked], family: str, out: Path, cache: Path) -> Path:
+    """The files of the packages, unpacked without running anything, and a
+    manifest (packages, files, config files)."""
+    manifest: dict[str, Any] = {"packages": []}
+    for p, (_, u) in sorted(fetch_and_unpack(packages, family, out, cache).items()):
+        manifest["packages"].append({
+            "name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256,
+            "files": u.files, "conffiles": u.conffiles})
     path = out / ".pkgdepot-manifest.json"
     path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def full_template(packages: list[Locked], template: Template, cfg: BuildConfig, root: Path,
+                  cache: Path) -> None:
+    """Unpack, then register and configure with the target's own tools."""
+    if root.exists() and any(root.iterdir()):
+        raise TemplateError(f"{root} exists and is not empty",
+                            hint="a template is built into a new directory; give another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    if cfg.family == "deb":
+        merged = configure_deb.merged_usr_dirs(template.arch) if cfg.merged_usr else ()
+        configure_deb.prepare(root, merged)
+        got = fetch_and_unpack(packages, "deb", root, cache, merged)
+        with Progress("configuring with the target's dpkg", 1, unit="steps") as bar:
+            configure_deb.configure(root, {p.name: f for p, (f, _) in got.items()},
+                                    {p.name: u.control for p, (_, u) in got.items()})
+            bar.advance(1)
+    else:
+        got = fetch_and_unpack(packages, "rpm", root, cache)
+        with Progress("registering with the target's rpm", 1, unit="steps") as bar:
+            configure_rpm.configure(root, {p.name: f for p, (f, _) in got.items()})
+            bar.advance(1)
+    disable_distribution_repos(root, cfg.family)
+    write_clients(root, cfg.family, cfg.client_repos(), cfg.signed_by, cfg.gpgkeys)
+    apply_overlay(root, template.overlay)
+    if template.scripts:
+        run_scripts(root, template.scripts, {"PKGDEPOT_DEPOT": cfg.client_depot or cfg.depot})
 
 
 def run(template: Template, set_name: str, *, depot: str | None, snapshot: str | None,
@@ -117,19 +173,21 @@ def run(template: Template, set_name: str, *, depot: str | None, snapshot: str |
                                         "family": cfg.family})
     if not appliance_mode and lock_out is not None:
         return packages, lock_out  # resolve only
-    if not appliance_mode:
-        raise TemplateError(
-            "building a configured template (registered and configured by the target's own "
-            "dpkg or rpm) is not available yet",
-            hint="use --appliance for the files of the resolved packages and a manifest, "
-                 "or --write-lock FILE to only resolve")
+
+    def make(root: Path) -> None:
+        if appliance_mode:
+            appliance(packages, cfg.family, root, cache)
+            apply_overlay(root, template.overlay)
+        else:
+            full_template(packages, template, cfg, root, cache)
+
     if fmt == "dir":
-        appliance(packages, cfg.family, out, cache)
+        make(out)
         return packages, out
     epoch = source_date_epoch()
     with tempfile.TemporaryDirectory(prefix="pkgdepot-root-", dir=out.parent) as tmp:
         root = Path(tmp) / "root"
-        appliance(packages, cfg.family, root, cache)
+        make(root)
         if epoch is not None:
             clamp_times(root, epoch)
         return packages, pack(root, out, fmt, epoch)

@@ -6,7 +6,9 @@ lists: `SET.list` files merge down the tree. In a list, one package per line,
 `#` starts a comment, `name=version` pins a version, a trailing `-` removes a
 package inherited from above, and `@OTHER` includes the set OTHER (merged the
 same way). Every merged line remembers the file and line it came from, for
-`pkgdepot build --explain`.
+`pkgdepot build --explain`. `overlay/` (files copied into the root) and
+`post-install.d/` (scripts run inside the root in name order) merge by path:
+a lower level's file of the same name wins.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Template:
     levels: list[Path]                          # the config/ dirs, top first
     files: dict[str, Path] = field(default_factory=dict)     # replace semantics
     overlay: dict[str, Path] = field(default_factory=dict)   # overlay/ files, merged
+    scripts: dict[str, Path] = field(default_factory=dict)   # post-install.d/, by name
     removed: dict[str, dict[str, Origin]] = field(default_factory=dict)  # set -> name -> where
 
     @property
@@ -131,6 +134,9 @@ class Template:
         if self.overlay:
             out.append("overlay files:")
             out += [f"  /{name:<23} {path}" for name, path in sorted(self.overlay.items())]
+        if self.scripts:
+            out.append("post-install scripts, in this order:")
+            out += [f"  {name:<24} {path}" for name, path in sorted(self.scripts.items())]
         out.append(f"packages ({len(pkgs)}):")
         for w in sorted(pkgs.values(), key=lambda w: w.name):
             pin = f"={w.pin}" if w.pin else ""
@@ -170,4 +176,10 @@ def load(path: Path) -> Template:
             for f in sorted(overlay.rglob("*")):
                 if f.is_file() or f.is_symlink():
                     t.overlay[str(f.relative_to(overlay))] = f
+        scripts = level / "post-install.d"
+        if scripts.is_dir():
+            for f in sorted(scripts.iterdir()):
+                if f.is_symlink() or not f.is_file():
+                    raise TemplateError(f"{f}: a post-install script must be a plain file")
+                t.scripts[f.name] = f
     return t

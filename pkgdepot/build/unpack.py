@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import libarchive
 import libarchive.extract as lx
+from libarchive.entry import ArchiveEntry
 from libarchive.exception import ArchiveError
 
 from pkgdepot.errors import PkgdepotError
@@ -28,7 +29,7 @@ MAX_MEMBER = 4 << 30
 #: more than this many times its own size (beyond a floor) is a bomb.
 MAX_UNPACK_RATIO = 100
 MIN_UNPACK_LIMIT = 256 << 20
-MAX_CONFFILES = 1 << 20
+MAX_CONTROL_MEMBER = 1 << 20
 RPM_MAGIC = b"\xed\xab\xee\xdb"
 
 
@@ -45,6 +46,7 @@ def unpack_limit(package_size: int) -> int:
 class Unpacked:
     files: list[str] = field(default_factory=list)      # absolute paths in the target
     conffiles: list[str] = field(default_factory=list)
+    control: dict[str, str] = field(default_factory=dict)  # a deb's control fields
 
 
 @contextlib.contextmanager
@@ -138,36 +140,87 @@ def _deb_parts(path: Path) -> tuple[bytes, bytes]:
     return control, data
 
 
+def _control_member(control: bytes, name: str) -> str:
+    if control:
+        with libarchive.memory_reader(control) as archive:
+            for e in archive:
+                if e.pathname.lstrip("./") == name:
+                    if (e.size or 0) > MAX_CONTROL_MEMBER:
+                        raise UnpackError(f"{name} is larger than {MAX_CONTROL_MEMBER} bytes")
+                    return b"".join(e.get_blocks()).decode("utf-8", "replace")
+    return ""
+
+
 def conffiles_of(control: bytes) -> list[str]:
-    if not control:
-        return []
-    with libarchive.memory_reader(control) as archive:
-        for e in archive:
-            if e.pathname.lstrip("./") == "conffiles":
-                if (e.size or 0) > MAX_CONFFILES:
-                    raise UnpackError(f"conffiles is larger than {MAX_CONFFILES} bytes")
-                text = b"".join(e.get_blocks()).decode("utf-8", "replace")
-                return [ln.strip() for ln in text.splitlines() if ln.strip().startswith("/")]
-    return []
+    text = _control_member(control, "conffiles")
+    return [ln.strip() for ln in text.splitlines() if ln.strip().startswith("/")]
 
 
-def unpack(package: Path, root: Path, family: str) -> Unpacked:
-    """Unpack one package's files into `root` (no scripts run). A package
-    that is not a valid archive, or whose members would land outside the
-    root, raises UnpackError before anything is written."""
+def control_fields(control: bytes) -> dict[str, str]:
+    """The fields of a deb's control file (continuation lines joined)."""
+    fields: dict[str, str] = {}
+    key = ""
+    for line in _control_member(control, "control").splitlines():
+        if line[:1] in (" ", "\t") and key:
+            fields[key] += "\n" + line.strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def _relocate(name: str, merged: tuple[str, ...]) -> str | None:
+    """On a merged-/usr root, `bin/x` lands in `usr/bin/x` (through the
+    `/bin -> usr/bin` link, as dpkg would put it); the entry of the merged
+    directory itself is dropped (the link stands there)."""
+    rel = name[2:] if name.startswith("./") else name.lstrip("/")
+    top, _, rest = rel.partition("/")
+    if top not in merged:
+        return name
+    return f"./usr/{top}/{rest}" if rest.strip("/") else None
+
+
+def _moved(entries: Iterable[ArchiveEntry], merged: tuple[str, ...]) -> Iterator[ArchiveEntry]:
+    for e in entries:
+        path = _relocate(e.pathname, merged)
+        if path is None:
+            continue
+        if path != e.pathname:
+            e.pathname = path
+        if e.islnk and e.linkpath:
+            target = _relocate(e.linkpath, merged)
+            if target and target != e.linkpath:
+                e.linkpath = target
+        yield e
+
+
+def _extract(data: bytes, root: Path, merged: tuple[str, ...]) -> None:
+    with _cwd(root):
+        if not merged:
+            lx.extract_memory(data, SECURE)
+            return
+        with libarchive.memory_reader(data) as archive:
+            lx.extract_entries(_moved(archive, merged), SECURE)
+
+
+def unpack(package: Path, root: Path, family: str, merged: tuple[str, ...] = ()) -> Unpacked:
+    """Unpack one package's files into `root` (no scripts run). `merged`
+    names the top directories that are links into /usr on this root. A
+    package that is not a valid archive, or whose members would land outside
+    the root, raises UnpackError before anything is written."""
     root.mkdir(parents=True, exist_ok=True)
     limit = unpack_limit(package.stat().st_size)
     try:
         if family == "deb":
             control, data = _deb_parts(package)
-            out = Unpacked(_check_members(data, package.name, limit), conffiles_of(control))
+            out = Unpacked(_check_members(data, package.name, limit), conffiles_of(control),
+                           control_fields(control))
         else:
             data = package.read_bytes()
             if not data.startswith(RPM_MAGIC):
                 raise UnpackError(f"{package.name}: not an rpm package (no rpm lead)")
             out = Unpacked(_check_members(data, package.name, limit))
-        with _cwd(root):
-            lx.extract_memory(data, SECURE)
+        _extract(data, root, merged)
     except ArchiveError as e:
         raise UnpackError(f"{package.name}: not a valid package archive: {e}") from e
     return out

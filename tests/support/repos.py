@@ -50,6 +50,7 @@ __all__ = [
     "RpmSpec",
     "build_apt_repo",
     "build_rpm_repo",
+    "publish_debs",
     "set_build_cache_dir",
     "sha256_file",
 ]
@@ -165,6 +166,7 @@ class DebSpec:
     size_padding: int = 0
     component: str = "main"
     description: str = ""
+    scripts: dict[str, str] = field(default_factory=dict)  # maintainer scripts: postinst...
 
     def cache_key(self) -> str:
         d = asdict(self)
@@ -227,6 +229,9 @@ def _build_deb(spec: DebSpec, cache: Path) -> Path:
             control.append(f"Description: {desc}")
             control.append(" Built by tests/support/repos.py.")
             (tree / "DEBIAN" / "control").write_text("\n".join(control) + "\n")
+            for script, text in spec.scripts.items():
+                (tree / "DEBIAN" / script).write_text(text)
+                (tree / "DEBIAN" / script).chmod(0o755)
             for rel, data in spec.payload().items():
                 p = tree / rel
                 p.parent.mkdir(parents=True, exist_ok=True)
@@ -335,6 +340,25 @@ def build_apt_repo(
         records.append(AptPackage(spec.name, spec.version, spec.arch, spec.pool_path,
                                   sha256_file(dest)))
 
+    _index_and_sign(root, key, [s.pool_path for s in specs], suite, codename, components,
+                    archs, by_hash, origin, label, date, valid_until)
+
+    return AptRepo(
+        root=root,
+        suite=suite,
+        components=components,
+        archs=archs,
+        key=key,
+        packages=records,
+        codename=codename,
+    )
+
+
+def _index_and_sign(root: Path, key: GpgKey, pool_paths: list[str], suite: str,
+                    codename: str | None, components: tuple[str, ...], archs: tuple[str, ...],
+                    by_hash: bool, origin: str, label: str, date: datetime | None,
+                    valid_until: datetime | None) -> None:
+    """Index exactly `pool_paths` (relative to root) and write the signed release files."""
     dists = root / "dists" / suite
     dists.mkdir(parents=True, exist_ok=True)
     before = _mtimes(
@@ -348,10 +372,10 @@ def build_apt_repo(
     # apt-ftparchive scan that (it writes Filename: relative to its working directory).
     with tempfile.TemporaryDirectory(prefix=".stage", dir=root) as stage_s:
         stage = Path(stage_s)
-        for spec in specs:
-            link = stage / spec.pool_path
+        for pool_path in pool_paths:
+            link = stage / pool_path
             link.parent.mkdir(parents=True, exist_ok=True)
-            os.link(root / spec.pool_path, link)
+            os.link(root / pool_path, link)
         for comp in components:
             (stage / "pool" / comp).mkdir(parents=True, exist_ok=True)
             for arch in archs:
@@ -398,15 +422,26 @@ def build_apt_repo(
         os.replace(tmp / "InRelease", dists / "InRelease")
     _bump_mtimes(before)
 
-    return AptRepo(
-        root=root,
-        suite=suite,
-        components=components,
-        archs=archs,
-        key=key,
-        packages=records,
-        codename=codename,
-    )
+
+def publish_debs(root: Path, key: GpgKey, debs: Iterable[Path], suite: str = "stable",
+                 archs: Sequence[str] = ("amd64",), specs: Iterable[DebSpec] = ()) -> AptRepo:
+    """A signed apt repository (component main) of ready-made .deb files and
+    packages built from `specs`."""
+    root = Path(root).resolve()
+    records: list[AptPackage] = []
+    built = [_build_deb(s, _cache_dir_for(root, None)) for s in specs]
+    for deb in [*debs, *built]:
+        fields = dict(line.split("\t") for line in _run(
+            ["dpkg-deb", "--show", "--showformat", "Package\t${Package}\nVersion\t${Version}\n"
+             "Architecture\t${Architecture}\n", str(deb)]).decode().splitlines())
+        spec = DebSpec(fields["Package"], fields["Version"], fields["Architecture"])
+        _copy_atomic(deb, root / spec.pool_path)
+        records.append(AptPackage(spec.name, spec.version, spec.arch, spec.pool_path,
+                                  sha256_file(root / spec.pool_path)))
+    _index_and_sign(root, key, [r.path for r in records], suite, None, ("main",), tuple(archs),
+                    True, "pkgdepot-test", "pkgdepot-test", None, None)
+    return AptRepo(root=root, suite=suite, components=("main",), archs=tuple(archs), key=key,
+                   packages=records)
 
 
 def _mtimes(paths: Iterable[Path]) -> dict[Path, int]:
@@ -459,6 +494,8 @@ class RpmSpec:
     files: dict[str, bytes] = field(default_factory=dict)
     size_padding: int = 0
     summary: str = ""
+    executable: list[str] = field(default_factory=list)  # paths of files with mode 0755
+    scripts: dict[str, str] = field(default_factory=dict)  # scriptlets: "post" -> shell
 
     def cache_key(self) -> str:
         d = asdict(self)
@@ -560,8 +597,11 @@ def _build_rpm_batch(specs: list[RpmSpec], cache: Path) -> None:
                 p = src / rel
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(data)
+                p.chmod(0o755 if rel in map(_clean_relpath, s.executable) else 0o644)
                 paths.append("/" + rel)
             install.append(f"cp -a {src}/. %{{buildroot}}/")
+            for scriptlet, body in s.scripts.items():
+                files_sections += [f"%{scriptlet} -n {s.name}", _spec_escape(body)]
             files_sections.append(f"%files -n {s.name}")
             files_sections += [f'"{_spec_escape(p)}"' for p in sorted(paths)]
         spec_file = top / "SPECS" / "batch.spec"

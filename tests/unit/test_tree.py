@@ -80,3 +80,22 @@ def test_missing_set_and_loops(tree: Path) -> None:
     write(tree, "config/b.list", "@a\n")
     with pytest.raises(TemplateError, match="loop"):
         load(tree / "debian/12/amd64").packages("a")
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples/templates"
+
+
+@pytest.mark.parametrize("leaf", ["debian/12/amd64", "rocky/9/x86_64"])
+def test_shipped_examples_explain(leaf: str) -> None:
+    """The example trees in the repository load, and both sets merge."""
+    from pkgdepot.build.builder import build_config
+
+    t = load(EXAMPLES / leaf)
+    assert {"minimal", "default"} <= set(t.sets())
+    minimal, default = t.packages("minimal"), t.packages("default")
+    assert minimal and set(minimal) < set(default)
+    assert "packages (" in t.explain("default") and "build.toml" in t.explain("default")
+    cfg = build_config(t, None, None)
+    assert cfg.family == ("deb" if leaf.startswith("debian") else "rpm")
+    assert cfg.repositories and t.overlay
+    assert ("dpkg" if cfg.family == "deb" else "rpm") in minimal or cfg.include_required

@@ -1,0 +1,145 @@
+"""Configuring a Debian-family root with the target's own dpkg, the way
+debootstrap and mmdebstrap do it: the essential set (Essential: yes and what
+it depends on) with `dpkg --force-depends --install`, then the rest unpacked
+by dpkg in dependency order and `dpkg --configure -a`. Maintainer scripts
+run; a policy-rc.d keeps services from starting; the package database is
+written by the target's dpkg alone."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from pkgdepot.build.chroot import (
+    ChrootError,
+    ConfigureError,
+    excerpt,
+    failed_packages,
+    run_in,
+    stage,
+    tail,
+)
+
+ENV = {"DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
+DPKG = ["dpkg", "--force-unsafe-io", "--force-confold"]
+POLICY_RC_D = "usr/sbin/policy-rc.d"
+DEBS_DIR = "var/cache/pkgdepot-debs"
+
+
+def merged_usr_dirs(arch: str) -> tuple[str, ...]:
+    """The top directories that are links into /usr (as debootstrap makes them)."""
+    return ("bin", "sbin", "lib") + (("lib64",) if arch in ("amd64", "ppc64el", "s390x")
+                                     else ())
+
+
+def prepare(root: Path, merged: Iterable[str]) -> None:
+    """Before anything is unpacked: the merged-/usr links."""
+    for d in merged:
+        (root / "usr" / d).mkdir(parents=True, exist_ok=True)
+        (root / d).symlink_to(f"usr/{d}")
+
+
+def _deps(fields: Mapping[str, str]) -> list[list[str]]:
+    groups = []
+    for key in ("Pre-Depends", "Depends"):
+        for group in filter(None, (g.strip() for g in fields.get(key, "").split(","))):
+            groups.append([re.split(r"[\s(:]", a.strip(), maxsplit=1)[0]
+                           for a in group.split("|")])
+    return groups
+
+
+def _provides(controls: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, f in controls.items():
+        out[name] = name
+        for p in f.get("Provides", "").split(","):
+            if p.strip():
+                out.setdefault(re.split(r"[\s(]", p.strip(), maxsplit=1)[0], name)
+    return out
+
+
+def order(controls: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """Package names, each after what it (pre-)depends on (cycles broken)."""
+    provides = _provides(controls)
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        seen.add(name)
+        for group in _deps(controls[name]):
+            dep = next((provides[a] for a in group if a in provides), None)
+            if dep is not None and dep not in seen:
+                visit(dep)
+        out.append(name)
+
+    for name in sorted(controls):
+        if name not in seen:
+            visit(name)
+    return out
+
+
+def essential_set(controls: Mapping[str, Mapping[str, str]]) -> set[str]:
+    """Essential packages and everything they (pre-)depend on."""
+    provides = _provides(controls)
+    todo = [n for n, f in controls.items() if f.get("Essential") == "yes"]
+    seen = set(todo)
+    while todo:
+        for group in _deps(controls[todo.pop()]):
+            dep = next((provides[a] for a in group if a in provides), None)
+            if dep is not None and dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def _dpkg(root: Path, args: list[str], what: str) -> str:
+    try:
+        return run_in(root, [*DPKG, *args], ENV, what)
+    except ChrootError as e:
+        names = failed_packages(e.output)
+        if names:
+            raise ConfigureError(
+                f"{what}: {', '.join(names)} could not be set up by the target's dpkg "
+                f"(a maintainer script failed):\n"
+                + "\n".join(excerpt(e.output, n) for n in names),
+                hint="the script's output is above; fix or replace the package "
+                     "(replacements in build.toml), or build with --appliance") from e
+        raise
+
+
+def configure(root: Path, debs: Mapping[str, Path],
+              controls: Mapping[str, Mapping[str, str]]) -> None:
+    """Register and configure the unpacked packages `debs` (name -> .deb file)
+    with the dpkg inside `root`."""
+    if not (root / "usr/bin/dpkg").exists():
+        raise ConfigureError(f"{root} has no dpkg: the target cannot configure itself",
+                             hint="add dpkg to the package list, or use --appliance")
+    db = root / "var/lib/dpkg"
+    for d in ("info", "updates", "triggers", "alternatives"):
+        (db / d).mkdir(parents=True, exist_ok=True)
+    for f in ("status", "available"):
+        (db / f).write_text("")
+    policy = root / POLICY_RC_D
+    policy.parent.mkdir(parents=True, exist_ok=True)
+    policy.write_text("#!/bin/sh\n# pkgdepot build: no services start while building\n"
+                      "exit 101\n")
+    policy.chmod(0o755)
+    paths = dict(zip(sorted(debs), stage(root, debs, DEBS_DIR, ".deb"), strict=True))
+    try:
+        ordered = order(controls)
+        essential = essential_set(controls)
+        first = [paths[n] for n in ordered if n in essential]
+        rest = [paths[n] for n in ordered if n not in essential]
+        _dpkg(root, ["--force-depends", "--install", *first], "installing the essential set")
+        if rest:
+            _dpkg(root, ["--force-depends", "--unpack", *rest], "unpacking the other packages")
+        _dpkg(root, ["--configure", "-a"], "configuring the packages")
+        audit = run_in(root, ["dpkg", "--audit"], ENV, "dpkg --audit").strip()
+        if audit:
+            raise ConfigureError("dpkg --audit finds packages not fully set up:\n"
+                                 + tail(audit))
+    finally:
+        shutil.rmtree(root / DEBS_DIR, ignore_errors=True)
+        policy.unlink(missing_ok=True)

@@ -1,0 +1,61 @@
+"""The last steps of a template: the template tree's overlay copied in, and
+its post-install scripts run inside the root, in name order."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from pkgdepot.build.chroot import ChrootError, run_in
+from pkgdepot.errors import PkgdepotError
+
+SCRIPTS_DIR = "tmp/pkgdepot-post-install"
+
+
+class ScriptError(PkgdepotError):
+    """A post-install script of the template failed."""
+
+    status = 500
+
+
+def apply_overlay(root: Path, overlay: Mapping[str, Path]) -> None:
+    """Copy the overlay's files (modes kept, links as links) into the root;
+    a path that is a link inside the root is replaced, never followed."""
+    for rel, src in sorted(overlay.items()):
+        dest = root / rel
+        parts = Path(rel).parts
+        for i in range(1, len(parts)):
+            if root.joinpath(*parts[:i]).is_symlink():
+                raise ScriptError(f"overlay file {src}: /{'/'.join(parts[:i])} is a link in "
+                                  "the template; the overlay does not write through links",
+                                  hint="put the file under the link's target instead")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_symlink() or dest.exists():
+            dest.unlink()
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dest)
+        else:
+            shutil.copy2(src, dest)
+
+
+def run_scripts(root: Path, scripts: Mapping[str, Path], env: Mapping[str, str]) -> list[str]:
+    """Run each script inside the root (chroot, private namespaces), in
+    order of name; stops at the first failure with its output."""
+    staged = root / SCRIPTS_DIR
+    staged.mkdir(parents=True, exist_ok=True)
+    ran = []
+    try:
+        for name, src in sorted(scripts.items()):
+            shutil.copyfile(src, staged / name)
+            (staged / name).chmod(0o755)
+            try:
+                run_in(root, [f"/{SCRIPTS_DIR}/{name}"], dict(env), f"post-install script {src}")
+            except ChrootError as e:
+                raise ScriptError(e.message, hint="the lines above are the script's output; "
+                                  "scripts run in the new root, in name order") from e
+            ran.append(name)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return ran
