@@ -13,8 +13,11 @@ import ipaddress
 import json
 import logging
 import os
+import pickle
 import socket
 import struct
+import subprocess
+import sys
 import time
 import uuid
 from collections import OrderedDict
@@ -691,6 +694,25 @@ def _raise_nofile() -> None:
     OPEN_BLOBS = max(64, min(OPEN_BLOBS, (soft - 256) // 4 if soft > 0 else OPEN_BLOBS))
 
 
+def _start_worker(config: Config, leader: str, control: str) -> subprocess.Popen[bytes]:
+    """A worker process: a plain interpreter (not multiprocessing, whose
+    resource-tracker process would cost another 12 MB) that reads its
+    arguments from stdin."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from pkgdepot.proxy.server import worker_entry; worker_entry()"],
+        stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write(pickle.dumps((config, leader, os.getpid(), control)))
+    proc.stdin.close()
+    return proc
+
+
+def worker_entry() -> None:
+    """The worker's start: arguments pickled on stdin by its leader."""
+    config, leader, parent, control = pickle.loads(sys.stdin.buffer.read())
+    _worker_main(config, leader, parent, control)
+
+
 def _worker_main(config: Config, leader: str, parent: int, control: str) -> None:
     """A worker process: serve hits on the shared port until the leader goes."""
     import signal
@@ -739,19 +761,13 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
     workers: list[Any] = []
     internal_srv = None
     if shared and leader is None:
-        import multiprocessing
-
         internal = f"\0pkgdepot-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # abstract socket
         internal_server = web.Server(depot.handle_internal, access_log=None,
                                      handler_cancellation=False)
         internal_srv = await loop.create_unix_server(internal_server, path=internal)
-        ctx = multiprocessing.get_context("spawn")
         for i in range(config.workers - 1):
             depot.worker_controls.append(f"{internal}-w{i}")
-            w = ctx.Process(target=_worker_main, args=(config, internal, os.getpid(),
-                                                       depot.worker_controls[-1]), daemon=True)
-            w.start()
-            workers.append(w)
+            workers.append(_start_worker(config, internal, depot.worker_controls[-1]))
     try:
         srv = await loop.create_server(server, config.listen_host, config.listen_port,
                                        family=family, reuse_address=True, backlog=4096,
@@ -792,4 +808,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
             control_srv.close()
         await depot.close()
         for w in workers:
-            await asyncio.to_thread(w.join, 5)
+            try:
+                await asyncio.to_thread(w.wait, 5)
+            except subprocess.TimeoutExpired:
+                w.kill()
