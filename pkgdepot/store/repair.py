@@ -140,7 +140,8 @@ def _intact(store: FsStore, sha: object, size: object) -> bool:
 async def _rebuild(store: FsStore, rows: dict[str, list[tuple[object, ...]]],
                    report: RepairReport) -> None:
     await Snapshots(store).open()
-    entries = [r for r in rows["entries"] if len(r) == 7 and _intact(store, r[1], r[2])]
+    entries: list[tuple[object, ...]] = [
+        r for r in rows["entries"] if len(r) == 7 and _intact(store, r[1], r[2])]
     report.entries_without_blob = len(rows["entries"]) - len(entries)
     files: dict[tuple[object, object], list[tuple[object, ...]]] = {}
     for r in rows["snapshot_files"]:
