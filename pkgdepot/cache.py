@@ -487,7 +487,7 @@ class Cache:
             if sig.status != 200:
                 raise VerificationError(f"{sig_url}: signature not available "
                                         f"(HTTP {sig.status}); the repository has a keyring")
-            body = await sig.response.content.read(1 << 20)
+            body = await sig.read_all(1 << 20)
         finally:
             sig.release()
         sig_temp = await asyncio.to_thread(self.store.new_temp)

@@ -16,7 +16,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from pkgdepot.config import Config, Network
-from pkgdepot.errors import Forbidden, UpstreamError, UpstreamTimeout
+from pkgdepot.errors import Forbidden, FormatError, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 MAX_REDIRECTS = 5
@@ -123,6 +123,23 @@ class Upstream:
 
     def release(self) -> None:
         self.response.release()
+
+    async def read_all(self, limit: int) -> bytes:
+        """The whole body (one read of the stream returns only what has arrived
+        so far). FormatError beyond `limit` bytes; UpstreamError when it ends
+        short of its Content-Length."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.response.content.iter_any():
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise FormatError(f"{self.url}: larger than {limit} bytes")
+        length = self.response.content_length
+        if length is not None and size != length:
+            raise UpstreamError(f"{self.url}: connection closed after {size} of {length} "
+                                "bytes")
+        return b"".join(parts)
 
 
 class Fetcher:

@@ -34,7 +34,6 @@ from debian import deb822
 from pkgdepot import openpgp
 from pkgdepot.config import Config, MirrorConfig, RepoConfig
 from pkgdepot.errors import (
-    FormatError,
     NotFound,
     PkgdepotError,
     UpstreamError,
@@ -697,7 +696,7 @@ class Mirror:
             body: bytes | None = None
             if length is not None and length <= SMALL_FILE:
                 # small: read whole, hash on the loop (microseconds), one thread hop
-                body = await up.response.content.read(SMALL_FILE + 1)
+                body = await up.read_all(SMALL_FILE)
                 sha.update(body)
                 if extra is not None:
                     extra.update(body)
@@ -761,10 +760,7 @@ class Mirror:
                 if up.status != 200:
                     errors.append(f"{url}: HTTP {up.status}")
                     continue
-                body = await up.response.content.read(limit + 1)
-                if len(body) > limit:
-                    raise FormatError(f"{url}: larger than {limit} bytes")
-                return bytes(body)
+                return await up.read_all(limit)
             finally:
                 up.release()
         if notfound == len(self.repo.upstreams):
