@@ -147,7 +147,9 @@ async def _rebuild(store: FsStore, rows: dict[str, list[tuple[object, ...]]],
     for r in rows["snapshot_files"]:
         files.setdefault((r[0], r[2]), []).append(r)
     good = set()
-    for r in rows["snapshots"]:
+    # a snapshot whose file list could not be read whole cannot be told complete
+    readable = "snapshot_files" not in report.unreadable
+    for r in rows["snapshots"] if readable else ():
         own = files.get((r[1], r[0]), [])
         if all(f[3] is None or _intact(store, f[3], f[4]) for f in own):
             good.add(r[0])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability import faults
+from tests.reliability import catalog, diskfull, faults
 from tests.reliability.outcome import Outcome
 from tests.reliability.site import Site
 from tests.support.fixtures import require_tools
@@ -58,3 +58,16 @@ def test_mirror_sync_never_publishes_a_mix(site: Site, tmp_path: Path) -> None:
     out = faults.mirror_sync_flip(site, tmp_path)
     held(out)
     assert out.refused == 1
+
+
+def test_disk_full_keeps_serving_refuses_misses_and_recovers(site: Site, tmp_path: Path) -> None:
+    require_tools("unshare", "mount")
+    out = diskfull.disk_full(site, tmp_path)
+    held(out)
+    assert out.refused == 4  # three misses while full, one download cut by ENOSPC
+
+
+def test_catalog_locked_or_damaged_then_repaired(site: Site, tmp_path: Path) -> None:
+    out = catalog.locked_and_damaged(site, tmp_path)
+    assert out.errors == [], "\n".join(out.errors)
+    assert out.refused == 3 and out.bytes_verified > 0
