@@ -11,16 +11,13 @@ import pytest
 
 from tests.reliability import catalog, diskfull, faults
 from tests.reliability.outcome import Outcome
-from tests.reliability.site import Site
+from tests.reliability.site import Site, site_for
 from tests.support.fixtures import require_tools
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    require_tools("gpg", "apt-ftparchive", "dpkg-deb")
-    s = Site.build(tmp_path_factory.mktemp("site"))
-    yield s
-    s.close()
+    yield from site_for(tmp_path_factory)
 
 
 def held(out: Outcome) -> None:

@@ -9,7 +9,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.depot import DepotProcess
+from tests.support.fixtures import require_tools
 from tests.support.keys import GpgKey, make_gpg_key
 from tests.support.repos import AptRepo, DebSpec, build_apt_repo
 from tests.support.upstream import Upstream
@@ -68,3 +71,11 @@ def running(work: Path, site: Site, roots: list[Path], extra: str = "",
         depot.stop()
         for u in ups:
             u.stop()
+
+
+def site_for(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A Site for a module-scoped fixture: `yield from site_for(tmp_path_factory)`."""
+    require_tools("gpg", "apt-ftparchive", "dpkg-deb")
+    s = Site.build(tmp_path_factory.mktemp("site"))
+    yield s
+    s.close()
