@@ -129,15 +129,17 @@ def main() -> int:
                 print(f"== {sc[0]}", file=sys.stderr, flush=True)
                 out = sc[2]()
                 print(f"   {out.requests} requests, {out.refused} refused, {len(out.errors)} "
-                      f"errors, {out.seconds:.0f} s", file=sys.stderr, flush=True)
+                      f"errors, {out.seconds:.0f} s", *out.errors[:5], sep="\n   ",
+                      file=sys.stderr, flush=True)
                 rows.append((sc, out))
+                if args.report:  # written as it goes: a long run is never lost
+                    report = Path(args.report)
+                    report.parent.mkdir(parents=True, exist_ok=True)
+                    report.write_text(_render(rows, command, started))
         finally:
             site.close()
-    text = _render(rows, command, started)
-    if args.report:
-        Path(args.report).write_text(text)
-    else:
-        sys.stdout.write(text)
+    if not args.report:
+        sys.stdout.write(_render(rows, command, started))
     return 1 if any(out.errors for _sc, out in rows) else 0
 
 
