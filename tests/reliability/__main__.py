@@ -67,7 +67,7 @@ def _render(rows: list[tuple[Scenario, Outcome]], command: str, started: float) 
 
 
 def _doc(fn: Callable[..., Outcome]) -> str:
-    return " ".join(inspect.getdoc(fn) or "").replace("\n", " ")
+    return " ".join((inspect.getdoc(fn) or "").split())
 
 
 def scenarios(site: Site, work: Path, quick: bool) -> list[Scenario]:
