@@ -370,7 +370,8 @@ class _Handler(BaseHTTPRequestHandler):
         if data is not None:
             tag = hashlib.sha256(data).hexdigest()[:16]
             return io.BytesIO(data), len(data), f'"{tag}"', int(up._born)
-        assert file is not None
+        if file is None:
+            return None
         try:
             st = file.stat()
             f = open(file, "rb")  # noqa: SIM115 - closed by the caller
