@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -31,6 +32,7 @@ from pkgdepot.errors import (
     FormatError,
     NotFound,
     PkgdepotError,
+    StoreError,
     UpstreamError,
     UpstreamTimeout,
     VerificationError,
@@ -41,7 +43,7 @@ from pkgdepot.metrics import Stats
 from pkgdepot.proxy.route import Route
 from pkgdepot.snapshots import FileRef, Snapshots
 from pkgdepot.store import Entry
-from pkgdepot.store.fs import FsStore
+from pkgdepot.store.fs import FsStore, check_free
 
 log = logging.getLogger(__name__)
 FAILED_RESUME_WINDOW = 3600.0
@@ -206,7 +208,7 @@ class Cache:
             flight = self._start(route, entry)
         try:
             head = await asyncio.shield(flight.head)
-        except (UpstreamError, Forbidden) as e:
+        except (UpstreamError, Forbidden, StoreError) as e:
             if entry is not None and not isinstance(e, VerificationError | Forbidden):
                 return Hit(entry, "STALE", f'110 pkgdepot "Response is stale: {e.message}"')
             raise
@@ -344,7 +346,7 @@ class Cache:
                 f"{up.url}: upstream sends {length} bytes, the index says {expected.size}")
         etag = up.response.headers.get("ETag")
         last_modified = up.response.headers.get("Last-Modified")
-        temp, reader, wfd = await asyncio.to_thread(self._open_temp)
+        temp, reader, wfd = await asyncio.to_thread(self._open_temp, length)
         flight.temp = temp
         flight.written = 0
         if flight.reader is not None:
@@ -395,9 +397,11 @@ class Cache:
                 plain.unlink(missing_ok=True)
         return entry
 
-    def _open_temp(self) -> tuple[Path, BinaryIO, int]:
+    def _open_temp(self, size: int | None) -> tuple[Path, BinaryIO, int]:
         """A new temporary file, opened for the writer and for readers (one
-        thread hop instead of three)."""
+        thread hop instead of three). StoreError (503) before anything is sent
+        to clients when the data directory has no room for `size` bytes."""
+        check_free(self.store.tmp, size)
         temp = self.store.new_temp()
         return temp, open(temp, "rb"), os.open(temp, os.O_WRONLY | os.O_APPEND)
 
@@ -446,8 +450,9 @@ class Cache:
         except PkgdepotError:
             raise
         except OSError as e:
-            if e.errno == 28:
-                raise PkgdepotError("the data directory is full: not kept") from e
+            if e.errno == errno.ENOSPC:
+                raise StoreError(f"{up.url}: the data directory filled up after "
+                                 f"{flight.written} bytes: not kept") from e
             raise UpstreamError(f"{up.url}: transfer failed after {flight.written} bytes: "
                                 f"{e}") from e
         except Exception as e:

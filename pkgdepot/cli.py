@@ -240,6 +240,14 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repair_catalog(args: argparse.Namespace) -> int:
+    from pkgdepot.store.repair import repair
+
+    config = _config(args)
+    print(repair(config.data_dir, verify_blobs=args.verify_blobs).summary())
+    return 0
+
+
 def _keys(_args: argparse.Namespace) -> int:
     print(keys_help())
     return 0
@@ -374,6 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "[signed-by=/etc/apt/keyrings/pkgdepot.asc], or gpgkey=file://... in a "
                     ".repo file.")
     sk.set_defaults(func=_signing_key)
+
+    rc = sub.add_parser(
+        "repair-catalog", parents=[common], help="rebuild a damaged catalog from what is left",
+        description="Stop the depot first. Moves the catalog (catalog.sqlite) aside as "
+                    "catalog.sqlite.damaged-TIME and writes a new one with every row that can "
+                    "still be read: cached entries with an intact blob, what indices vouch "
+                    "for, and snapshots whose every file is in the store. Cached files it "
+                    "no longer names are fetched again on demand; run `pkgdepot mirror sync` "
+                    "afterwards to publish mirrors again (packages already in the store are "
+                    "not downloaded again).")
+    rc.add_argument("--verify-blobs", action="store_true",
+                    help="also hash every blob and remove those that do not match their name")
+    rc.set_defaults(func=_repair_catalog)
 
     from pkgdepot.ops import commands
 

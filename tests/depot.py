@@ -25,7 +25,9 @@ def free_port() -> int:
 class DepotProcess:
     """`pkgdepot serve` with a private data directory and config."""
 
-    def __init__(self, workdir: Path, config: str = "", port: int | None = None) -> None:
+    def __init__(self, workdir: Path, config: str = "", port: int | None = None,
+                 wrapper: list[str] | None = None) -> None:
+        """`wrapper`: a command line the server's runs inside (e.g. unshare ...)."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = workdir / "data"
@@ -35,11 +37,12 @@ class DepotProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "depot.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.wrapper = wrapper or []
 
     def start(self, timeout: float = 20) -> DepotProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the process)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pkgdepot", "-v", "serve", "--listen",
+            [*self.wrapper, sys.executable, "-m", "pkgdepot", "-v", "serve", "--listen",
              f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir),
              "--config", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,

@@ -116,18 +116,33 @@ class OpenBlobs:
             item[1] += 1
             return item[0]  # type: ignore[no-any-return]
         self._files[sha] = [f, 1]
-        while len(self._files) > self._limit:
-            old_sha, old = next(iter(self._files.items()))
-            if old[1] > 0:
-                break  # busy: close later
-            del self._files[old_sha]
-            old[0].close()
+        self._evict()
         return f
 
     def release(self, sha: str) -> None:
         item = self._files.get(sha)
         if item is not None:
             item[1] -= 1
+            if item[1] <= 0 and len(self._files) > self._limit:
+                self._evict()
+
+    def _evict(self) -> None:
+        """Close the least recently used files that no response is using until
+        the limit holds. Busy ones are skipped, not waited for: a client that
+        reads one byte a second must not stop the cache from shrinking (that
+        let it grow without bound, a descriptor per blob ever served)."""
+        if len(self._files) <= self._limit:
+            return
+        for sha in list(self._files):
+            item = self._files[sha]
+            if item[1] <= 0:
+                del self._files[sha]
+                item[0].close()
+                if len(self._files) <= self._limit:
+                    return
+
+    def __len__(self) -> int:
+        return len(self._files)
 
     def in_use(self, sha: str) -> bool:
         item = self._files.get(sha)

@@ -34,6 +34,40 @@ from pkgdepot.store import Entry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+LOCK_WAIT = 5.0            # seconds to wait for the catalog's lock at start
+BUSY_TIMEOUT_MS = 30_000   # and while running
+MIN_FREE = 1 << 20         # a download needs its size plus this much free space
+
+
+def catalog_error(path: Path, e: sqlite3.DatabaseError) -> StoreError:
+    """StoreError for an SQLite failure: locked, full or damaged."""
+    text = str(e)
+    if "locked" in text or "busy" in text:
+        return StoreError(f"the catalog {path} is locked by another process ({text})",
+                          hint="another pkgdepot serve may use this data directory: stop it "
+                               f"(find it with: fuser {path}) and start again")
+    if "full" in text:
+        return StoreError(f"the data directory's file system is full: the catalog {path} "
+                          "cannot be written", hint="free some space; the depot goes on "
+                                                    "by itself")
+    if isinstance(e, sqlite3.OperationalError) and "malformed" not in text:
+        return StoreError(f"the catalog {path} cannot be used: {text}")
+    return StoreError(f"the catalog {path} is damaged: {text}",
+                      hint=f"stop the depot and run: pkgdepot repair-catalog --data-dir "
+                           f"{path.parent} (keeps what can be read, moves the damaged file "
+                           "aside)")
+
+
+def check_free(directory: Path, size: int | None) -> None:
+    """StoreError (503) unless the file system of `directory` has room for a
+    file of `size` bytes (plus a margin)."""
+    st = os.statvfs(directory)
+    free = st.f_bavail * st.f_frsize
+    need = (size or 0) + MIN_FREE
+    if free < need:
+        raise StoreError(f"the data directory is full ({free} bytes free, {need} needed): "
+                         "new files are not fetched until space returns",
+                         hint=f"free space on the file system of {directory}")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -130,18 +164,10 @@ class FsStore:
                 removed += 1
         if removed:
             log.info("removed %d unfinished download(s) left by an earlier run", removed)
-        try:
-            self._db = sqlite3.connect(self.root / "catalog.sqlite", check_same_thread=False,
-                                       isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            rows = self._db.execute(
-                "SELECT key, sha256, size, stored_at, checked_at, etag, last_modified "
-                "FROM entries").fetchall() if recover else []
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"the catalog {self.root / 'catalog.sqlite'} is damaged: {e}",
-                             hint="move it away and restart: cached files are fetched again") from e
+        self._db = self._connect(recover)
+        rows = self._guard(lambda: self.db.execute(
+            "SELECT key, sha256, size, stored_at, checked_at, etag, last_modified "
+            "FROM entries").fetchall()) if recover else []
         dropped = []
         for row in rows:
             ent = Entry(*row)
@@ -159,6 +185,40 @@ class FsStore:
             self._db.executemany("DELETE FROM entries WHERE key=?", [(k,) for k in dropped])
         return self
 
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog.sqlite"
+
+    def _connect(self, check: bool) -> sqlite3.Connection:
+        """Open the catalog; a locked or damaged one is a clear error that names
+        the file and the way out. With `check`, the file's structure is checked
+        and the write lock taken once, so that both show at start, not later."""
+        db: sqlite3.Connection | None = None
+        try:
+            db = sqlite3.connect(self.catalog, check_same_thread=False,
+                                 isolation_level=None, timeout=LOCK_WAIT)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            if check:
+                bad = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
+                if bad != ["ok"]:
+                    raise sqlite3.DatabaseError("; ".join(str(b) for b in bad))
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ROLLBACK")
+            db.executescript(SCHEMA)
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            return db
+        except sqlite3.DatabaseError as e:
+            if db is not None:
+                db.close()
+            raise catalog_error(self.catalog, e) from e
+
+    def _guard(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except sqlite3.DatabaseError as e:
+            raise catalog_error(self.catalog, e) from e
+
     async def close(self) -> None:
         await self._call(self._close_db)
         self._db_thread.shutdown(wait=True)
@@ -170,13 +230,14 @@ class FsStore:
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._db_thread, fn, *args)
+        return await loop.run_in_executor(self._db_thread, self._guard, lambda: fn(*args))
 
     async def run_db(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` on the catalog's thread, in order with every
-        other catalog operation of this process."""
+        other catalog operation of this process. SQLite's errors (disk full,
+        locked, damaged) become StoreError."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._db_thread, fn, self.db)
+        return await loop.run_in_executor(self._db_thread, self._guard, lambda: fn(self.db))
 
     async def load(self, key: str) -> Entry | None:
         """The entry for a key, from memory or else from the catalog (another
@@ -289,12 +350,18 @@ class FsStore:
                 return
             except FileNotFoundError:
                 pass
-        if not synced:
-            with open(temp, "rb") as f:
-                os.fsync(f.fileno())
-        ensure_dir(dest.parent)  # a planted link in a shard's place is refused
-        os.chmod(temp, 0o444)
-        os.replace(temp, dest)
+        try:
+            if not synced:
+                with open(temp, "rb") as f:
+                    os.fsync(f.fileno())
+            ensure_dir(dest.parent)  # a planted link in a shard's place is refused
+            os.chmod(temp, 0o444)
+            os.replace(temp, dest)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise StoreError(f"the data directory is full: {dest.name} not kept",
+                                 hint=f"free space on the file system of {self.root}") from e
+            raise
         self.bytes_placed += os.stat(dest).st_size
         self.files_placed += 1
 

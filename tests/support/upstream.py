@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import hashlib
+import io
 import re
 import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -34,7 +37,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = [
     "PathMatch",
@@ -105,6 +108,7 @@ class _Fault:
 class _State:
     faults: list[_Fault] = field(default_factory=list)
     throttle: float | None = None  # bytes per second for every response body
+    generators: list[tuple[str, Callable[[str], bytes | None]]] = field(default_factory=list)
 
 
 class _Server(ThreadingHTTPServer):
@@ -243,20 +247,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._simple(302, b"redirect\n", {"Location": str(kinds["redirect"].arg)}, head)
             return
 
-        file = up._resolve(path)
-        if file is None:
+        opened = self._open(up, path, kinds)
+        if opened is None:
             self._simple(404, b"not found\n", head=head)
             return
-        try:
-            st = file.stat()
-            f = open(file, "rb")  # noqa: SIM115 - closed below
-        except OSError:
-            self._simple(404, b"not found\n", head=head)
-            return
+        f, size, etag, mtime = opened
         with f:
-            size = st.st_size
-            etag = f'"{st.st_ino:x}-{size:x}-{st.st_mtime_ns:x}"'
-            mtime = int(st.st_mtime)
             last_modified = email.utils.formatdate(mtime, usegmt=True)
             validators = {"ETag": etag, "Last-Modified": last_modified}
 
@@ -290,7 +286,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._rec.status = status
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(length))
+            lie = int(kinds["lie"].arg) if "lie" in kinds else 0
+            if lie:
+                self._rec.faults.append("lie")
+            self.send_header("Content-Length", str(length + lie))
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("ETag", etag)
             self.send_header("Last-Modified", last_modified)
@@ -303,12 +302,17 @@ class _Handler(BaseHTTPRequestHandler):
 
             corrupt = "corrupt" in kinds
             cut_after: int | None = int(kinds["cut"].arg) if "cut" in kinds else None
+            reset_after: int | None = int(kinds["reset"].arg) if "reset" in kinds else None
+            stall_at: tuple[int, float] | None = kinds["stall_body"].arg if (
+                "stall_body" in kinds) else None
+            if reset_after is not None:
+                cut_after = reset_after
             rate: float | None = None
             if "slow" in kinds:
                 rate = float(kinds["slow"].arg)
             elif up._state.throttle:
                 rate = up._state.throttle
-            for k in ("corrupt", "cut", "slow"):
+            for k in ("corrupt", "cut", "slow", "reset", "stall_body"):
                 if k in kinds:
                     self._rec.faults.append(k)
             chunk = 256 * 1024 if rate is None else max(1, min(64 * 1024, int(rate / 20)))
@@ -319,10 +323,19 @@ class _Handler(BaseHTTPRequestHandler):
             start_sent = self._rec.bytes_sent
             while remaining > 0:
                 n = min(chunk, remaining)
+                if stall_at is not None and self._rec.bytes_sent >= stall_at[0]:
+                    self.wfile.flush()
+                    if up._stopping.wait(stall_at[1]):
+                        raise _Abort
+                    stall_at = None
+                if stall_at is not None:
+                    n = min(n, stall_at[0] - self._rec.bytes_sent) or n
                 if cut_after is not None:
                     n = min(n, cut_after - self._rec.bytes_sent)
                     if n <= 0:
                         self.wfile.flush()
+                        if reset_after is not None:
+                            self._reset()
                         raise _Abort
                 data = f.read(n)
                 if not data:  # file shrank under us
@@ -339,10 +352,39 @@ class _Handler(BaseHTTPRequestHandler):
                     delay = due - time.monotonic()
                     if delay > 0 and up._stopping.wait(delay):
                         raise _Abort
-            if cut_after is not None and self._rec.bytes_sent >= cut_after:
-                # cut at or beyond the end: still close without keep-alive
+            if (cut_after is not None and self._rec.bytes_sent >= cut_after) or lie:
+                # cut at or beyond the end, or a lying length: close, no keep-alive
                 self.wfile.flush()
                 raise _Abort
+
+    def _open(self, up: Upstream, path: str, kinds: dict[str, _Fault]
+              ) -> tuple[BinaryIO, int, str, int] | None:
+        """The body to serve: (file, size, etag, mtime), or None for 404."""
+        data: bytes | None = None
+        if "replace" in kinds:
+            self._rec.faults.append("replace")
+            data = kinds["replace"].arg
+        file = up._resolve(path) if data is None else None
+        if data is None and file is None:
+            data = up._generated(path)
+        if data is not None:
+            tag = hashlib.sha256(data).hexdigest()[:16]
+            return io.BytesIO(data), len(data), f'"{tag}"', int(up._born)
+        if file is None:
+            return None
+        try:
+            st = file.stat()
+            f = open(file, "rb")  # noqa: SIM115 - closed by the caller
+        except OSError:
+            return None
+        return (f, st.st_size, f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"',
+                int(st.st_mtime))
+
+    def _reset(self) -> None:
+        """Close with a TCP reset (RST) instead of an orderly FIN."""
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
 
 
 def _parse_http_date(value: str) -> int | None:
@@ -400,6 +442,7 @@ class Upstream:
         self._state = _State(throttle=throttle)
         self._faults_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._born = time.time()
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
@@ -595,6 +638,36 @@ class Upstream:
     def redirect(self, path: PathMatch, to_url: str, times: int | None = None) -> None:
         """Answer 302 with ``Location: to_url``."""
         self._add("redirect", path, to_url, times)
+
+    def reset(self, path: PathMatch, after: int, times: int | None = None) -> None:
+        """Send the full Content-Length header, then reset the connection (TCP RST)
+        after ``after`` body bytes."""
+        self._add("reset", path, after, times)
+
+    def stall_body(self, path: PathMatch, after: int, seconds: float,
+                   times: int | None = None) -> None:
+        """Send ``after`` body bytes, then go silent for ``seconds`` (then go on)."""
+        self._add("stall_body", path, (after, seconds), times)
+
+    def lie_length(self, path: PathMatch, delta: int, times: int | None = None) -> None:
+        """Announce a Content-Length ``delta`` bytes off (short < 0 < long), send the
+        real body, then close the connection."""
+        self._add("lie", path, delta, times)
+
+    def replace(self, path: PathMatch, data: bytes, times: int | None = None) -> None:
+        """Serve ``data`` (with its own, correct length) instead of the file."""
+        self._add("replace", path, data, times)
+
+    def generate(self, prefix: str, make: Callable[[str], bytes | None]) -> None:
+        """Serve ``make(path)`` for paths under ``prefix`` that have no file (None:
+        404): endless distinct files without writing them to disk."""
+        self._state.generators.append((prefix, make))
+
+    def _generated(self, path: str) -> bytes | None:
+        for pre, make in self._state.generators:
+            if path.startswith(pre):
+                return make(path)
+        return None
 
     def clear_faults(self) -> None:
         with self._faults_lock:
