@@ -12,9 +12,10 @@ import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from debian import deb822
+if TYPE_CHECKING:  # imported when first needed: worker processes never parse indices
+    from debian import deb822
 
 from pkgdepot.errors import FormatError
 from pkgdepot.formats import (
@@ -139,6 +140,8 @@ def archive_root(key: str) -> str:
 def parse_release(text: str) -> deb822.Release:
     """Parse (In)Release text; an inline signature's armor is stripped."""
     try:
+        from debian import deb822
+
         return deb822.Release(text)
     except Exception as e:  # python-debian raises assorted errors on garbage
         raise FormatError(f"unparsable Release file: {e}") from e
@@ -195,6 +198,8 @@ def _tagfile_sections(content: Path, name: str,
             import apt_pkg
         except ImportError:  # pragma: no cover - python3-apt is installed by install.sh
             with open(plain, "rb") as f:
+                from debian import deb822
+
                 for p in deb822.Deb822.iter_paragraphs(f, use_apt_pkg=False):
                     yield dict(p)
             return
