@@ -391,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    # libarchive-c says at INFO, on every import, that it cannot change entry digests
+    logging.getLogger("libarchive").setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

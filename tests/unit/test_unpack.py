@@ -50,6 +50,22 @@ def test_good_package(tmp_path: Path) -> None:
     assert u.conffiles == ["/etc/greet.conf"] and "/usr/lib/hi" in u.files
 
 
+def test_skipped_prefixes_not_written(tmp_path: Path) -> None:
+    """The bootstrap unpack of a full template leaves documentation to dpkg:
+    skipped members (and hard links to them) are checked, not written."""
+    hard = tarfile.TarInfo("./usr/bin/readme")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "./usr/share/doc/p/README"
+    p = deb(tmp_path, [("./usr/share/doc/p/README", b"doc\n"), ("./usr/bin/p", b"p\n"), hard])
+    u = unpack(p, tmp_path / "root", "deb", skip=("usr/share/doc/",))
+    assert (tmp_path / "root/usr/bin/p").read_bytes() == b"p\n"
+    assert not (tmp_path / "root/usr/share/doc").exists()
+    assert not (tmp_path / "root/usr/bin/readme").exists()
+    assert "/usr/share/doc/p/README" in u.files
+    with pytest.raises(UnpackError, match="outside the root"):
+        unpack(deb(tmp_path, [("./usr/share/doc/../../../evil", b"x")]), tmp_path / "r2",
+               "deb", skip=("usr/share/doc/",))
+
+
 @pytest.mark.parametrize("member", ["../../evil", "/abs/evil", "./usr/../../evil"])
 def test_escaping_members_refused(tmp_path: Path, member: str) -> None:
     p = deb(tmp_path, [(member, b"pwned\n")])
