@@ -95,7 +95,7 @@ def run(tmp: Path, depot: str, keyring: Path, runs: int) -> dict[str, object]:
     py = sys.executable
     lock = tmp / "minimal.lock"
     build = [py, "-m", "pkgdepot", "build", str(EXAMPLE), "--set", "minimal", "--depot", depot]
-    timed([*build, "--write-lock", str(lock)])
+    timed([*build, "--write-lock", str(lock), "--resolve-only"])
     mm = ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
           "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr", "--include=apt", "bookworm"]
     source = f"deb [signed-by={keyring}] {depot}/debian bookworm main"

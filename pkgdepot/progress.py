@@ -1,10 +1,10 @@
 """Progress for long work: a rich progress bar with rate and ETA on a
 terminal, plain lines otherwise (logs, cron, systemd).
 
-The plain form writes one line when the work starts, one at most every
-`interval` seconds while it runs, and one when it ends:
+The plain form writes at most one line every `interval` seconds while the
+work runs (none before the first interval has passed) and one when it ends,
+so short steps give one line each:
 
-    verify: 0 of 12.0 MB
     verify: 6.3 MB of 12.0 MB (52%), 4.1 MB/s, ETA 1 s
     verify: done, 12.0 MB in 3 s (4.0 MB/s)
 """
@@ -81,8 +81,6 @@ class Progress:
             rp.start()
             self._task = rp.add_task(self.description, total=self.total)
             self._rich = rp
-        else:
-            self._line(f"0 of {self._amount(self.total)}")
         return self
 
     def _amount(self, n: float) -> str:

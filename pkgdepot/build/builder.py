@@ -179,7 +179,12 @@ def full_template(packages: list[Locked], template: Template, cfg: BuildConfig, 
 
 def run(template: Template, set_name: str, *, depot: str | None, snapshot: str | None,
         lock_in: Path | None, lock_out: Path | None, out: Path, cache: Path,
-        appliance_mode: bool, fmt: str = "dir") -> tuple[list[Locked], Path]:
+        appliance_mode: bool, fmt: str = "dir",
+        resolve_only: bool = False) -> tuple[list[Locked], Path]:
+    """Resolve (or read `lock_in`), write `lock_out` if given, then build
+    into `out` unless `resolve_only`."""
+    if resolve_only and lock_out is None:
+        raise TemplateError("resolving only writes a lock file: give --write-lock FILE")
     cfg = build_config(template, depot, snapshot)
     if lock_in is not None:
         packages, _meta = read_lock(lock_in)
@@ -189,8 +194,8 @@ def run(template: Template, set_name: str, *, depot: str | None, snapshot: str |
     if lock_out is not None:
         write_lock(lock_out, packages, {"template": str(template.path), "set": set_name,
                                         "family": cfg.family})
-    if not appliance_mode and lock_out is not None:
-        return packages, lock_out  # resolve only
+    if resolve_only and lock_out is not None:
+        return packages, lock_out
 
     def make(root: Path) -> None:
         if appliance_mode:
