@@ -143,6 +143,22 @@ def _deb_parts(path: Path, with_data: bool = True) -> tuple[bytes, bytes]:
     return control, data
 
 
+def _decompressed(data: bytes, limit: int, what: str) -> bytes:
+    """A compressed tar as a plain tar in memory, so that the member check
+    and the extraction do not both decompress it. At most twice `limit`
+    (the members' sizes plus tar's headers and padding) is held; more is a
+    decompression bomb."""
+    out = bytearray()
+    with libarchive.memory_reader(data, format_name="raw", filter_name="all") as archive:
+        for e in archive:
+            for block in e.get_blocks():
+                out += block
+                if len(out) > 2 * limit:
+                    raise UnpackError(f"{what}: unpacks to more than {limit} bytes: refused "
+                                      "as a decompression bomb")
+    return bytes(out)
+
+
 def _control_member(control: bytes, name: str) -> str:
     if control:
         with libarchive.memory_reader(control) as archive:
@@ -235,6 +251,7 @@ def unpack(package: Path, root: Path, family: str, merged: tuple[str, ...] = (),
     try:
         if family == "deb":
             control, data = _deb_parts(package)
+            data = _decompressed(data, limit, package.name)
             out = Unpacked(_check_members(data, package.name, limit), conffiles_of(control),
                            control_fields(control))
         else:

@@ -108,7 +108,11 @@ def test_reproducible_tarballs(tmp_path: Path, depot: DepotProcess) -> None:
 
     leaf = tree(tmp_path / "t", depot, {"config/default.list": "greet\n"})
     lockfile = tmp_path / "lock.json"
-    pkgdepot("build", str(leaf), "--write-lock", str(lockfile), "--resolve-only")
+    assert "give --write-lock FILE" in pkgdepot("build", str(leaf), "--resolve-only",
+                                                ok=False).stderr
+    pkgdepot("build", str(leaf), "--write-lock", str(lockfile), "--resolve-only", "--out",
+             str(tmp_path / "unbuilt"))
+    assert lockfile.exists() and not (tmp_path / "unbuilt").exists()
     outs = []
     for i, fmt in enumerate(["tar.zst", "tar.zst", "tar.gz", "tar.xz"]):
         out = tmp_path / f"img{i}.{fmt}"

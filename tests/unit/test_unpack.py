@@ -193,3 +193,21 @@ def test_garbage_is_a_clear_error(tmp_path: Path, data: bytes) -> None:
         with pytest.raises(UnpackError):
             unpack(bad, tmp_path / family, family)
         assert not list((tmp_path / family).rglob("*"))
+
+
+@pytest.mark.parametrize("compression", ["gzip", "xz", "zstd", "none"])
+def test_every_data_tar_compression(tmp_path: Path, compression: str) -> None:
+    """data.tar is decompressed once (to check, then extract): every
+    compression dpkg-deb writes comes out whole."""
+    tree = tmp_path / "pkg"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN/control").write_text("Package: x\nVersion: 1\nArchitecture: all\n"
+                                         "Maintainer: t <t@example.org>\nDescription: x\n")
+    (tree / "usr/bin").mkdir(parents=True)
+    (tree / "usr/bin/x").write_bytes(b"x" * 100_000)
+    out = tmp_path / "x.deb"
+    subprocess.run(["dpkg-deb", f"-Z{compression}", "--build", str(tree), str(out)],
+                   check=True, capture_output=True)
+    u = unpack(out, tmp_path / "root", "deb")
+    assert (tmp_path / "root/usr/bin/x").read_bytes() == b"x" * 100_000
+    assert u.files == ["/usr", "/usr/bin", "/usr/bin/x"] and u.control["Package"] == "x"
