@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import re
+import shlex
+import subprocess
+import sys
 import time
 
 import pytest
 
 from pkgdepot.progress import Progress, human_bytes, human_seconds
+from tests.depot import ROOT
 
 
 def test_plain_lines_bytes() -> None:
@@ -66,3 +70,18 @@ def test_plain_lines_at_most_one_per_interval() -> None:
     assert 1 <= len(lines) - 1 <= elapsed / 0.1 + 1, lines
     assert all(re.fullmatch(r"unpacking: \d+ packages of 400 packages \(\d+%\), .*", ln)
                for ln in lines[:-1]), lines
+
+
+@pytest.mark.parametrize("unit", ["B", "steps"])
+def test_rich_bar_on_a_terminal(unit: str) -> None:
+    """On a real terminal (a pty from `script`) a rich bar is drawn, for
+    bytes and for items, whose rate rich does not know at the start: drawing
+    it then must not fail."""
+    code = ("import time\nfrom pkgdepot.progress import Progress\n"
+            f"with Progress('installing', 20, unit='{unit}') as bar:\n"
+            "    for _ in range(20):\n        time.sleep(0.02)\n        bar.advance(1)\n")
+    proc = subprocess.run(["script", "-qec", f"{sys.executable} -c {shlex.quote(code)}",
+                           "/dev/null"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0 and "Traceback" not in proc.stdout, proc.stdout
+    assert "installing" in proc.stdout and "100%" in proc.stdout
+    assert "20/20" in proc.stdout and "installing: done" not in proc.stdout
