@@ -12,14 +12,18 @@ one real depot, warmed once. Then, alternating, each run builds into a new
 directory with an empty package cache, so every package comes through the
 depot each time: pkgdepot's full template (configured by the target's dpkg)
 of the shipped example's `minimal` set, `mmdebstrap --variant=minbase`, and
-pkgdepot `--appliance`. Reported: median wall times, ratios to mmdebstrap,
-and the difference of the two installed package sets.
+pkgdepot `--appliance` (both pkgdepot builds resolve, write their lock and
+build in one call, as mmdebstrap resolves in its run). Reported: median wall
+times and CPU times (user + system of everything each build ran), their
+ratios to mmdebstrap, and the difference of the two installed package sets.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,12 +45,17 @@ from tests.support.upstream import Upstream  # noqa: E402
 EXAMPLE = REPO / "examples/templates/debian/12/amd64"
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds (user + system) of the command and
+    everything it ran: the CPU time hardly depends on the other load."""
     t = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return time.monotonic() - t
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return time.monotonic() - t, cpu
 
 
 def installed(root: Path) -> set[str]:
@@ -85,13 +94,12 @@ def main() -> None:
 
 def run(tmp: Path, depot: str, keyring: Path, runs: int) -> dict[str, object]:
     py = sys.executable
-    lock = tmp / "minimal.lock"
     build = [py, "-m", "pkgdepot", "build", str(EXAMPLE), "--set", "minimal", "--depot", depot]
-    timed([*build, "--write-lock", str(lock)])
     mm = ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
           "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr", "--include=apt", "bookworm"]
     source = f"deb [signed-by={keyring}] {depot}/debian bookworm main"
     times: dict[str, list[float]] = {"pkgdepot": [], "mmdebstrap": [], "appliance": []}
+    cpu: dict[str, list[float]] = {k: [] for k in times}
     sets: dict[str, set[str]] = {}
     for i in range(-1, runs):  # run -1 warms the depot and is not counted
         for what in times:
@@ -99,22 +107,32 @@ def run(tmp: Path, depot: str, keyring: Path, runs: int) -> dict[str, object]:
             if what == "mmdebstrap":
                 cmd = [*mm, str(out), source]
             else:
-                cmd = [*build, "--lock", str(lock), "--out", str(out),
+                # resolution is timed too, as mmdebstrap's apt resolves in its run
+                cmd = [*build, "--write-lock", str(tmp / f"{what}{i}.lock"), "--out", str(out),
                        "--cache", str(tmp / f"cache-{what}{i}")]
                 cmd += ["--appliance"] if what == "appliance" else []
-            seconds = timed(cmd)
+            seconds, cpu_seconds = timed(cmd)
             if i >= 0:
-                times[what].append(seconds)
+                times[what].append(round(seconds, 2))
+                cpu[what].append(round(cpu_seconds, 2))
             if what != "appliance" and what not in sets:
                 sets[what] = installed(out)
             shutil.rmtree(out)
             shutil.rmtree(tmp / f"cache-{what}{i}", ignore_errors=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = {k: round(statistics.median(v), 2) for k, v in times.items()}
+    med_cpu = {k: round(statistics.median(v), 2) for k, v in cpu.items()}
     return {
         "runs": runs,
+        "load_after": os.getloadavg(),
+        "seconds": times,
         "median_seconds": med,
         "pkgdepot_over_mmdebstrap": round(med["pkgdepot"] / med["mmdebstrap"], 3),
         "appliance_over_mmdebstrap": round(med["appliance"] / med["mmdebstrap"], 3),
+        "cpu_seconds": cpu,
+        "median_cpu_seconds": med_cpu,
+        "cpu_pkgdepot_over_mmdebstrap": round(med_cpu["pkgdepot"] / med_cpu["mmdebstrap"], 3),
+        "cpu_appliance_over_mmdebstrap": round(med_cpu["appliance"]
+                                               / med_cpu["mmdebstrap"], 3),
         "packages": {k: len(v) for k, v in sets.items()},
         "only_pkgdepot": sorted(sets["pkgdepot"] - sets["mmdebstrap"]),
         "only_mmdebstrap": sorted(sets["mmdebstrap"] - sets["pkgdepot"]),

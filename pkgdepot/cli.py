@@ -235,7 +235,8 @@ def _build(args: argparse.Namespace) -> int:
         template, args.set, depot=args.depot, snapshot=args.snapshot,
         lock_in=Path(args.lock) if args.lock else None,
         lock_out=Path(args.write_lock) if args.write_lock else None,
-        out=out, cache=cache, appliance_mode=args.appliance, fmt=args.format)
+        out=out, cache=cache, appliance_mode=args.appliance, fmt=args.format,
+        resolve_only=args.resolve_only)
     print(f"{len(packages)} packages; {result}")
     return 0
 
@@ -367,7 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "from the same lock give byte-identical tarballs")
     b.add_argument("--lock", metavar="FILE", help="build exactly the packages of this lock file")
     b.add_argument("--write-lock", metavar="FILE",
-                   help="write the resolution (name, version, arch, sha256 of every package)")
+                   help="write the resolution (name, version, arch, sha256 and size of "
+                        "every package), then build (unless --resolve-only)")
+    b.add_argument("--resolve-only", action="store_true",
+                   help="with --write-lock: resolve and write the lock, build nothing")
     b.add_argument("--snapshot", metavar="WHEN", help="resolve against a depot snapshot "
                                                       "(YYYYMMDDTHHMMSSZ or a tag)")
     b.add_argument("--depot", metavar="URL", help="the depot (overrides build.toml)")
@@ -412,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    # libarchive-c says at INFO, on every import, that it cannot change entry digests
+    logging.getLogger("libarchive").setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -1,10 +1,10 @@
 """Progress for long work: a rich progress bar with rate and ETA on a
 terminal, plain lines otherwise (logs, cron, systemd).
 
-The plain form writes one line when the work starts, one at most every
-`interval` seconds while it runs, and one when it ends:
+The plain form writes at most one line every `interval` seconds while the
+work runs (none before the first interval has passed) and one when it ends,
+so short steps give one line each:
 
-    verify: 0 of 12.0 MB
     verify: 6.3 MB of 12.0 MB (52%), 4.1 MB/s, ETA 1 s
     verify: done, 12.0 MB in 3 s (4.0 MB/s)
 """
@@ -15,7 +15,10 @@ import logging
 import sys
 import time
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import ProgressColumn
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,19 @@ def human_seconds(s: float) -> str:
     if s < 7200:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _item_rate(unit: str) -> ProgressColumn:
+    """A rich column "12 packages/s", empty until rich knows a speed (rich's
+    task.speed is None at first: a format string column would fail)."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class ItemRate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text("" if task.speed is None else f"{task.speed:.0f} {unit}/s")
+
+    return ItemRate()
 
 
 class Progress:
@@ -72,8 +88,7 @@ class Progress:
             )
             from rich.progress import Progress as RichProgress
 
-            rate = (TransferSpeedColumn() if self.unit == "B" else
-                    TextColumn("{task.speed:.0f} " + self.unit + "/s"))
+            rate = TransferSpeedColumn() if self.unit == "B" else _item_rate(self.unit)
             columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                        DownloadColumn() if self.unit == "B" else MofNCompleteColumn(),
                        rate, TimeRemainingColumn()]
@@ -81,8 +96,6 @@ class Progress:
             rp.start()
             self._task = rp.add_task(self.description, total=self.total)
             self._rich = rp
-        else:
-            self._line(f"0 of {self._amount(self.total)}")
         return self
 
     def _amount(self, n: float) -> str:

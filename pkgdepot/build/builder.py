@@ -20,7 +20,7 @@ from pkgdepot.build.finish import apply_overlay, run_scripts
 from pkgdepot.build.pack import clamp_times, pack, source_date_epoch
 from pkgdepot.build.resolve import Index, Locked, read_lock, resolve, write_lock
 from pkgdepot.build.tree import Template, TemplateError
-from pkgdepot.build.unpack import Unpacked, unpack
+from pkgdepot.build.unpack import Unpacked, deb_control, unpack
 from pkgdepot.progress import Progress
 
 
@@ -105,16 +105,20 @@ def lock(template: Template, set_name: str, cfg: BuildConfig, workdir: Path) -> 
                    excluded=template.removed.get(set_name, {}).keys())
 
 
-def fetch_and_unpack(packages: list[Locked], family: str, root: Path, cache: Path,
-                     merged: tuple[str, ...] = ()) -> dict[Locked, tuple[Path, Unpacked]]:
-    """Download every package through the depot and unpack it into `root`."""
-    total = sum(p.size for p in packages)
-    with Progress(f"downloading {len(packages)} packages", total) as bar:
-        files = download(packages, cache, bar.advance)
+def fetch(packages: list[Locked], cache: Path) -> dict[Locked, Path]:
+    """Download every package through the depot (checked against the lock)."""
+    with Progress(f"downloading {len(packages)} packages", sum(p.size for p in packages)) as bar:
+        return download(packages, cache, bar.advance)
+
+
+def unpack_all(files: dict[Locked, Path], family: str, root: Path,
+               merged: tuple[str, ...] = (), what: str = "unpacking",
+               skip: tuple[str, ...] = ()) -> dict[Locked, Unpacked]:
+    """Unpack the packages into `root` with libarchive (nothing runs)."""
     out = {}
-    with Progress("unpacking", len(packages), unit="packages") as bar:
-        for p in sorted(packages):
-            out[p] = (files[p], unpack(files[p], root, family, merged))
+    with Progress(what, len(files), unit="packages") as bar:
+        for p in sorted(files):
+            out[p] = unpack(files[p], root, family, merged, skip)
             bar.advance(1)
     return out
 
@@ -123,13 +127,31 @@ def appliance(packages: list[Locked], family: str, out: Path, cache: Path) -> Pa
     """The files of the packages, unpacked without running anything, and a
     manifest (packages, files, config files)."""
     manifest: dict[str, Any] = {"packages": []}
-    for p, (_, u) in sorted(fetch_and_unpack(packages, family, out, cache).items()):
+    for p, u in sorted(unpack_all(fetch(packages, cache), family, out).items()):
         manifest["packages"].append({
             "name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256,
             "files": u.files, "conffiles": u.conffiles})
     path = out / ".pkgdepot-manifest.json"
     path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def debian_root(packages: list[Locked], root: Path, cache: Path,
+                merged: tuple[str, ...]) -> None:
+    """Unpack the essential set ourselves (dpkg and what maintainer scripts
+    use must run in the root; documentation, manual pages, translations and
+    time zones are left to dpkg), then let the target's dpkg install every
+    package from its .deb file: nothing else is unpacked twice."""
+    configure_deb.prepare(root, merged)
+    files = fetch(packages, cache)
+    debs = {p.name: f for p, f in files.items()}
+    controls = {name: deb_control(f) for name, f in debs.items()}
+    essential = configure_deb.essential_set(controls)
+    unpack_all({p: f for p, f in files.items() if p.name in essential}, "deb", root, merged,
+               "unpacking the essential set for dpkg", configure_deb.NOT_NEEDED_TO_BOOT)
+    with Progress("installing with the target's dpkg (unpack, set up)", 2 * len(debs),
+                  unit="steps") as bar:
+        configure_deb.configure(root, debs, controls, bar.advance)
 
 
 def full_template(packages: list[Locked], template: Template, cfg: BuildConfig, root: Path,
@@ -141,16 +163,12 @@ def full_template(packages: list[Locked], template: Template, cfg: BuildConfig, 
     root.mkdir(parents=True, exist_ok=True)
     if cfg.family == "deb":
         merged = configure_deb.merged_usr_dirs(template.arch) if cfg.merged_usr else ()
-        configure_deb.prepare(root, merged)
-        got = fetch_and_unpack(packages, "deb", root, cache, merged)
-        with Progress("configuring with the target's dpkg", 1, unit="steps") as bar:
-            configure_deb.configure(root, {p.name: f for p, (f, _) in got.items()},
-                                    {p.name: u.control for p, (_, u) in got.items()})
-            bar.advance(1)
+        debian_root(packages, root, cache, merged)
     else:
-        got = fetch_and_unpack(packages, "rpm", root, cache)
+        files = fetch(packages, cache)
+        unpack_all(files, "rpm", root)
         with Progress("registering with the target's rpm", 1, unit="steps") as bar:
-            configure_rpm.configure(root, {p.name: f for p, (f, _) in got.items()})
+            configure_rpm.configure(root, {p.name: f for p, f in files.items()})
             bar.advance(1)
     disable_distribution_repos(root, cfg.family)
     write_clients(root, cfg.family, cfg.client_repos(), cfg.signed_by, cfg.gpgkeys)
@@ -161,7 +179,12 @@ def full_template(packages: list[Locked], template: Template, cfg: BuildConfig, 
 
 def run(template: Template, set_name: str, *, depot: str | None, snapshot: str | None,
         lock_in: Path | None, lock_out: Path | None, out: Path, cache: Path,
-        appliance_mode: bool, fmt: str = "dir") -> tuple[list[Locked], Path]:
+        appliance_mode: bool, fmt: str = "dir",
+        resolve_only: bool = False) -> tuple[list[Locked], Path]:
+    """Resolve (or read `lock_in`), write `lock_out` if given, then build
+    into `out` unless `resolve_only`."""
+    if resolve_only and lock_out is None:
+        raise TemplateError("resolving only writes a lock file: give --write-lock FILE")
     cfg = build_config(template, depot, snapshot)
     if lock_in is not None:
         packages, _meta = read_lock(lock_in)
@@ -171,8 +194,8 @@ def run(template: Template, set_name: str, *, depot: str | None, snapshot: str |
     if lock_out is not None:
         write_lock(lock_out, packages, {"template": str(template.path), "set": set_name,
                                         "family": cfg.family})
-    if not appliance_mode and lock_out is not None:
-        return packages, lock_out  # resolve only
+    if resolve_only and lock_out is not None:
+        return packages, lock_out
 
     def make(root: Path) -> None:
         if appliance_mode:

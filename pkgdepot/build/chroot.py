@@ -8,7 +8,8 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pkgdepot.errors import PkgdepotError
@@ -16,7 +17,10 @@ from pkgdepot.errors import PkgdepotError
 TIMEOUT = 3600
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# $1 is the root, the rest is the command to run in it.
+# $1 is the root, the rest is the command to run in it. The shell stays PID 1
+# of the namespace, outside the root (no `exec chroot`): then /proc/1/root is
+# not the root, and `ischroot` in maintainer scripts says "a chroot" (libc6's
+# postinst otherwise runs `telinit u; sleep 1`).
 SETUP = r"""
 set -e
 R="$1"; shift
@@ -31,7 +35,8 @@ ln -s /proc/self/fd "$R/dev/fd"
 ln -s /proc/self/fd/0 "$R/dev/stdin"
 ln -s /proc/self/fd/1 "$R/dev/stdout"
 ln -s /proc/self/fd/2 "$R/dev/stderr"
-exec chroot "$R" "$@"
+chroot "$R" "$@"
+exit $?
 """
 
 
@@ -62,16 +67,31 @@ def stage(root: Path, files: Mapping[str, Path], directory: str, suffix: str) ->
 
 
 def run_in(root: Path, cmd: Sequence[str], env: dict[str, str] | None = None,
-           what: str = "") -> str:
-    """Run `cmd` chrooted in `root`; returns its output (stdout and stderr).
-    Raises ChrootError with the output's tail when it fails."""
+           what: str = "", on_line: Callable[[str], None] | None = None) -> str:
+    """Run `cmd` chrooted in `root`; returns its output (stdout and stderr),
+    each line also given to `on_line` as it comes. Raises ChrootError with
+    the output's tail when it fails."""
     full = {"PATH": PATH, "LC_ALL": "C", "HOME": "/root", "TERM": "dumb", **(env or {})}
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
          "sh", "-c", SETUP, "pkgdepot-chroot", str(root), *cmd],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env=full, timeout=TIMEOUT, check=False)
-    out = proc.stdout.decode("utf-8", "replace")
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full)
+    timer = threading.Timer(TIMEOUT, proc.kill)
+    timer.start()
+    lines = []
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace")
+            lines.append(line)
+            if on_line is not None:
+                on_line(line)
+        proc.wait()
+    finally:
+        timer.cancel()
+        proc.kill()
+        proc.wait()
+    out = "".join(lines)
     if proc.returncode != 0:
         err = ChrootError(f"{what or cmd[0]} failed in {root} (exit {proc.returncode}):\n"
                           + tail(out),

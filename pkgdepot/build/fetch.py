@@ -92,13 +92,17 @@ def rpm_indexes(repo: RepoSpec, workdir: Path) -> list[Index]:
     raise FetchError(f"{repo.base}: repomd.xml lists no primary metadata")
 
 
-def _check(path: Path, size: int | None, algo: str, hexdigest: str, what: str) -> None:
+def _check(path: Path, size: int | None, algo: str, hexdigest: str, what: str,
+           source: str = "its release file") -> None:
+    got = path.stat().st_size
+    if size is not None and got != size:
+        raise FetchError(f"{what}: does not match: {got} bytes, {source} says {size}")
     h = hashlib.new(algo)
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
-    if (size is not None and path.stat().st_size != size) or h.hexdigest() != hexdigest:
-        raise FetchError(f"{what}: does not match the hash its release file gives")
+    if h.hexdigest() != hexdigest:
+        raise FetchError(f"{what}: does not match the {algo} {source} gives")
 
 
 def required_debs(indexes: Iterable[Index]) -> list[str]:
@@ -126,8 +130,12 @@ def download(packages: list[Locked], cache: Path,
         dest = cache / f"{p.sha256}-{p.location.rsplit('/', 1)[-1]}"
         if not dest.exists():
             tmp = dest.with_name(dest.name + ".part")
-            get(f"{p.repo}/{p.location}", tmp)
-            _check(tmp, p.size or None, "sha256", p.sha256, p.location)
+            try:
+                get(f"{p.repo}/{p.location}", tmp)
+                _check(tmp, p.size or None, "sha256", p.sha256, p.location, "the lock")
+            except FetchError:
+                tmp.unlink(missing_ok=True)
+                raise
             tmp.replace(dest)
         if progress is not None:
             progress(p.size)

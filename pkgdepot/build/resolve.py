@@ -68,6 +68,19 @@ def _pool(disttype: str, arch: str, indexes: Iterable[Index]) -> tuple[Any, dict
     return pool, repo_of
 
 
+def deb_sizes(indexes: Iterable[Index]) -> dict[tuple[str, str], int]:
+    """(repository, Filename) -> Size of every stanza of the deb indexes:
+    libsolv keeps no download size for deb repositories."""
+    from pkgdepot.formats.apt import _tagfile_sections
+
+    out = {}
+    for idx in indexes:
+        for s in _tagfile_sections(idx.path, idx.path.name, ("Filename", "Size")):
+            if s.get("Size", "").isdigit():
+                out[idx.repo, s.get("Filename", "")] = int(s["Size"])
+    return out
+
+
 def resolve(disttype: str, arch: str, indexes: list[Index], wanted: Mapping[str, str | None],
             required: Iterable[str] = (), replacements: Mapping[str, str] | None = None,
             excluded: Iterable[str] = ()) -> list[Locked]:
@@ -113,14 +126,16 @@ def resolve(disttype: str, arch: str, indexes: list[Index], wanted: Mapping[str,
         raise ResolveError("the package list cannot be installed:\n" + "\n".join(lines),
                            hint="remove or change the conflicting entries (a trailing '-' "
                                 "in a list removes a package inherited from above)")
+    sizes = deb_sizes(indexes) if disttype == "deb" else {}
     out = []
     for s in solver.transaction().newsolvables():
         loc, _ = s.lookup_location()
         ck = s.lookup_checksum(solv.SOLVABLE_CHECKSUM)
         if ck is None or ck.typestr() != "sha256":
             raise ResolveError(f"{s.name} {s.evr}: the index gives no sha256 checksum")
-        out.append(Locked(s.name, s.evr, s.arch, repo_of[s.repo.id], loc, ck.hex(),
-                          int(s.lookup_num(solv.SOLVABLE_DOWNLOADSIZE))))
+        repo = repo_of[s.repo.id]
+        size = sizes.get((repo, loc)) or int(s.lookup_num(solv.SOLVABLE_DOWNLOADSIZE))
+        out.append(Locked(s.name, s.evr, s.arch, repo, loc, ck.hex(), size))
     return sorted(out)
 
 

@@ -125,7 +125,7 @@ def _check_members(data: bytes, what: str, limit: int) -> list[str]:
     return files
 
 
-def _deb_parts(path: Path) -> tuple[bytes, bytes]:
+def _deb_parts(path: Path, with_data: bool = True) -> tuple[bytes, bytes]:
     control = data = b""
     with libarchive.file_reader(str(path)) as ar:
         for e in ar:
@@ -133,11 +133,30 @@ def _deb_parts(path: Path) -> tuple[bytes, bytes]:
                 raise UnpackError(f"{path.name}: member {e.pathname} is too large")
             if e.pathname.startswith("control.tar"):
                 control = b"".join(e.get_blocks())
-            elif e.pathname.startswith("data.tar"):
+                if not with_data:
+                    return control, data
+            elif e.pathname.startswith("data.tar") and with_data:
                 data = b"".join(e.get_blocks())
     if not data:
-        raise UnpackError(f"{path.name}: no data.tar member: not a Debian package")
+        raise UnpackError(f"{path.name}: no {'data' if with_data else 'control'}.tar member: "
+                          "not a Debian package")
     return control, data
+
+
+def _decompressed(data: bytes, limit: int, what: str) -> bytes:
+    """A compressed tar as a plain tar in memory, so that the member check
+    and the extraction do not both decompress it. At most twice `limit`
+    (the members' sizes plus tar's headers and padding) is held; more is a
+    decompression bomb."""
+    out = bytearray()
+    with libarchive.memory_reader(data, format_name="raw", filter_name="all") as archive:
+        for e in archive:
+            for block in e.get_blocks():
+                out += block
+                if len(out) > 2 * limit:
+                    raise UnpackError(f"{what}: unpacks to more than {limit} bytes: refused "
+                                      "as a decompression bomb")
+    return bytes(out)
 
 
 def _control_member(control: bytes, name: str) -> str:
@@ -169,6 +188,14 @@ def control_fields(control: bytes) -> dict[str, str]:
     return fields
 
 
+def deb_control(package: Path) -> dict[str, str]:
+    """The control fields of a .deb, read without touching its data."""
+    try:
+        return control_fields(_deb_parts(package, with_data=False)[0])
+    except ArchiveError as e:
+        raise UnpackError(f"{package.name}: not a valid package archive: {e}") from e
+
+
 def _relocate(name: str, merged: tuple[str, ...]) -> str | None:
     """On a merged-/usr root, `bin/x` lands in `usr/bin/x` (through the
     `/bin -> usr/bin` link, as dpkg would put it); the entry of the merged
@@ -180,8 +207,16 @@ def _relocate(name: str, merged: tuple[str, ...]) -> str | None:
     return f"./usr/{top}/{rest}" if rest.strip("/") else None
 
 
-def _moved(entries: Iterable[ArchiveEntry], merged: tuple[str, ...]) -> Iterator[ArchiveEntry]:
+def _skipped(name: str, skip: tuple[str, ...]) -> bool:
+    return bool(skip) and (name[2:] if name.startswith("./") else name.lstrip("/")).startswith(
+        skip)
+
+
+def _moved(entries: Iterable[ArchiveEntry], merged: tuple[str, ...],
+           skip: tuple[str, ...]) -> Iterator[ArchiveEntry]:
     for e in entries:
+        if _skipped(e.pathname, skip) or (e.islnk and _skipped(e.linkpath or "", skip)):
+            continue
         path = _relocate(e.pathname, merged)
         if path is None:
             continue
@@ -194,18 +229,21 @@ def _moved(entries: Iterable[ArchiveEntry], merged: tuple[str, ...]) -> Iterator
         yield e
 
 
-def _extract(data: bytes, root: Path, merged: tuple[str, ...]) -> None:
+def _extract(data: bytes, root: Path, merged: tuple[str, ...], skip: tuple[str, ...]) -> None:
     with _cwd(root):
-        if not merged:
+        if not merged and not skip:
             lx.extract_memory(data, SECURE)
             return
         with libarchive.memory_reader(data) as archive:
-            lx.extract_entries(_moved(archive, merged), SECURE)
+            lx.extract_entries(_moved(archive, merged, skip), SECURE)
 
 
-def unpack(package: Path, root: Path, family: str, merged: tuple[str, ...] = ()) -> Unpacked:
+def unpack(package: Path, root: Path, family: str, merged: tuple[str, ...] = (),
+           skip: tuple[str, ...] = ()) -> Unpacked:
     """Unpack one package's files into `root` (no scripts run). `merged`
-    names the top directories that are links into /usr on this root. A
+    names the top directories that are links into /usr on this root; members
+    under the `skip` prefixes ("usr/share/doc/") are checked but not
+    written (nor hard links to them). A
     package that is not a valid archive, or whose members would land outside
     the root, raises UnpackError before anything is written."""
     root.mkdir(parents=True, exist_ok=True)
@@ -213,6 +251,7 @@ def unpack(package: Path, root: Path, family: str, merged: tuple[str, ...] = ())
     try:
         if family == "deb":
             control, data = _deb_parts(package)
+            data = _decompressed(data, limit, package.name)
             out = Unpacked(_check_members(data, package.name, limit), conffiles_of(control),
                            control_fields(control))
         else:
@@ -220,7 +259,7 @@ def unpack(package: Path, root: Path, family: str, merged: tuple[str, ...] = ())
             if not data.startswith(RPM_MAGIC):
                 raise UnpackError(f"{package.name}: not an rpm package (no rpm lead)")
             out = Unpacked(_check_members(data, package.name, limit))
-        _extract(data, root, merged)
+        _extract(data, root, merged, skip)
     except ArchiveError as e:
         raise UnpackError(f"{package.name}: not a valid package archive: {e}") from e
     return out

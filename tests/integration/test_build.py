@@ -73,6 +73,9 @@ def test_appliance_and_lock(tmp_path: Path, depot: DepotProcess, upstream: Upstr
     assert {p["name"]: p["version"] for p in lock["packages"]} == {
         "base-files": "12", "greet": "1.0", "libgreet": "1.0"}
     assert all(len(p["sha256"]) == 64 for p in lock["packages"])
+    # real sizes (the index's Size), not libsolv's 0 for deb repositories
+    for p in lock["packages"]:
+        assert p["size"] == (upstream.root / "debian" / p["location"]).stat().st_size > 500, p
     assert upstream.count(suffix(".deb")) == 3  # every package came through the depot
     # rebuild from the lock: exactly that set, from the depot's cache
     out2 = tmp_path / "out2"
@@ -80,6 +83,15 @@ def test_appliance_and_lock(tmp_path: Path, depot: DepotProcess, upstream: Upstr
              "--cache", str(tmp_path / "cache2"))
     assert (out2 / "usr/bin/greet").exists()
     assert upstream.count(suffix(".deb")) == 3
+    # the download checks the size: a lock that says otherwise stops the build
+    lock["packages"][0]["size"] += 1
+    lockfile.write_text(json.dumps(lock))
+    err = pkgdepot("build", str(leaf), "--appliance", "--out", str(tmp_path / "out3"), "--lock",
+                   str(lockfile), "--cache", str(tmp_path / "cache3"), ok=False).stderr
+    bad = lock["packages"][0]
+    assert f"{bad['location']}: does not match: {bad['size'] - 1} bytes, the lock says " \
+           f"{bad['size']}" in err
+    assert not list((tmp_path / "cache3").glob(f"{bad['sha256']}-*"))  # nothing kept of it
 
 
 def test_unsatisfiable_list_is_explained(tmp_path: Path, depot: DepotProcess) -> None:
@@ -96,7 +108,11 @@ def test_reproducible_tarballs(tmp_path: Path, depot: DepotProcess) -> None:
 
     leaf = tree(tmp_path / "t", depot, {"config/default.list": "greet\n"})
     lockfile = tmp_path / "lock.json"
-    pkgdepot("build", str(leaf), "--write-lock", str(lockfile))
+    assert "give --write-lock FILE" in pkgdepot("build", str(leaf), "--resolve-only",
+                                                ok=False).stderr
+    pkgdepot("build", str(leaf), "--write-lock", str(lockfile), "--resolve-only", "--out",
+             str(tmp_path / "unbuilt"))
+    assert lockfile.exists() and not (tmp_path / "unbuilt").exists()
     outs = []
     for i, fmt in enumerate(["tar.zst", "tar.zst", "tar.gz", "tar.xz"]):
         out = tmp_path / f"img{i}.{fmt}"

@@ -86,11 +86,22 @@ def test_minimal_template_configured_by_target_dpkg(
         "#!/bin/sh\nset -e\necho \"after $(cat /etc/hostname) via $PKGDEPOT_DEPOT\" > /etc/mark\n")
     out = tmp_path / "root"
     lockfile = tmp_path / "minimal.lock"
-    pkgdepot("build", str(leaf), "--set", "minimal", "--depot", depot.url,
-             "--write-lock", str(lockfile))
-    pkgdepot("build", str(leaf), "--set", "minimal", "--depot", depot.url,
-             "--lock", str(lockfile), "--out", str(out), "--cache", str(tmp_path / "cache"))
-    locked = {p["name"] for p in json.loads(lockfile.read_text())["packages"]}
+    # resolve, write the lock and build in one call
+    err = pkgdepot("build", str(leaf), "--set", "minimal", "--depot", depot.url,
+                   "--write-lock", str(lockfile), "--out", str(out),
+                   "--cache", str(tmp_path / "cache")).stderr.splitlines()
+    lock = json.loads(lockfile.read_text())["packages"]
+    locked = {p["name"] for p in lock}
+    for p in lock:  # the lock carries each package's real size
+        cached = tmp_path / "cache" / f"{p['sha256']}-{p['location'].rsplit('/', 1)[-1]}"
+        assert p["size"] == cached.stat().st_size > 0, p
+    # plain progress (not a terminal): the download's real size, every package unpacked
+    # and set up once by the target's dpkg, a final line per step
+    total = sum(p["size"] for p in lock) / 1e6
+    assert f"downloading {len(lock)} packages: done, {total:.1f} MB in " in "\n".join(err)
+    steps = [ln for ln in err if ln.startswith("installing with the target's dpkg")]
+    assert steps[-1].startswith(f"installing with the target's dpkg (unpack, set up): done, "
+                                f"{2 * len(lock)} steps in "), steps
     assert {"dpkg", "base-passwd", "apt", "libc6"} <= locked
     # the database is the target's own: every locked package installed and configured
     status = chroot(out, "dpkg-query", "-W", "-f", "${db:Status-Abbrev}|${Package}\n")
@@ -106,6 +117,7 @@ def test_minimal_template_configured_by_target_dpkg(
     assert (out / "bin").is_symlink() and (out / "usr/bin/dpkg").exists()
     # nothing of the build is left behind, nothing mounted stays
     assert not (out / "usr/sbin/policy-rc.d").exists()
+    assert not (out / "etc/dpkg/dpkg.cfg.d/pkgdepot-build-unsafe-io").exists()
     assert not (out / "var/cache/pkgdepot-debs").exists()
     assert not list((out / "proc").iterdir()) and not list((out / "dev").iterdir())
     # overlay and post-install scripts of every level, in name order
@@ -116,6 +128,8 @@ def test_minimal_template_configured_by_target_dpkg(
     sources = (out / "etc/apt/sources.list.d/pkgdepot.sources").read_text()
     assert f"URIs: {depot.url}/debian\nSuites: bookworm\n" in sources
     # (with /proc and /dev mounted in a private namespace, as a container runtime would)
+    # maintainer scripts see a chroot (libc6's postinst then skips `telinit u; sleep 1`)
+    run_in(out, ["ischroot"])
     run_in(out, ["apt-get", "update"])
     run_in(out, ["apt-get", "install", "-y", "less"], {"DEBIAN_FRONTEND": "noninteractive"})
     assert "ii  less" in chroot(out, "dpkg", "-l", "less")

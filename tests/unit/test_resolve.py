@@ -14,7 +14,12 @@ H = "0" * 64
 def stanza(name: str, version: str, **fields: str) -> str:
     extra = "".join(f"{k.replace('_', '-')}: {v}\n" for k, v in fields.items())
     return (f"Package: {name}\nVersion: {version}\nArchitecture: amd64\n{extra}"
-            f"Filename: pool/{name}_{version}_amd64.deb\nSize: 100\nSHA256: {H}\n\n")
+            f"Filename: pool/{name}_{version}_amd64.deb\nSize: {size_of(name)}\n"
+            f"SHA256: {H}\n\n")
+
+
+def size_of(name: str) -> int:
+    return 1000 + 7 * len(name)
 
 
 @pytest.fixture
@@ -73,3 +78,6 @@ def test_lock_roundtrip(index: Index, tmp_path: Path) -> None:
     write_lock(tmp_path / "lock.json", got, {"template": "x"})
     again, meta = read_lock(tmp_path / "lock.json")
     assert again == got and meta == {"template": "x"}
+    # each package's Size from the index (libsolv keeps none for deb repositories)
+    assert {p.name: p.size for p in again} == {"hello": size_of("hello"),
+                                               "libc6": size_of("libc6")}

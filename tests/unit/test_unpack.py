@@ -50,6 +50,22 @@ def test_good_package(tmp_path: Path) -> None:
     assert u.conffiles == ["/etc/greet.conf"] and "/usr/lib/hi" in u.files
 
 
+def test_skipped_prefixes_not_written(tmp_path: Path) -> None:
+    """The bootstrap unpack of a full template leaves documentation to dpkg:
+    skipped members (and hard links to them) are checked, not written."""
+    hard = tarfile.TarInfo("./usr/bin/readme")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "./usr/share/doc/p/README"
+    p = deb(tmp_path, [("./usr/share/doc/p/README", b"doc\n"), ("./usr/bin/p", b"p\n"), hard])
+    u = unpack(p, tmp_path / "root", "deb", skip=("usr/share/doc/",))
+    assert (tmp_path / "root/usr/bin/p").read_bytes() == b"p\n"
+    assert not (tmp_path / "root/usr/share/doc").exists()
+    assert not (tmp_path / "root/usr/bin/readme").exists()
+    assert "/usr/share/doc/p/README" in u.files
+    with pytest.raises(UnpackError, match="outside the root"):
+        unpack(deb(tmp_path, [("./usr/share/doc/../../../evil", b"x")]), tmp_path / "r2",
+               "deb", skip=("usr/share/doc/",))
+
+
 @pytest.mark.parametrize("member", ["../../evil", "/abs/evil", "./usr/../../evil"])
 def test_escaping_members_refused(tmp_path: Path, member: str) -> None:
     p = deb(tmp_path, [(member, b"pwned\n")])
@@ -177,3 +193,21 @@ def test_garbage_is_a_clear_error(tmp_path: Path, data: bytes) -> None:
         with pytest.raises(UnpackError):
             unpack(bad, tmp_path / family, family)
         assert not list((tmp_path / family).rglob("*"))
+
+
+@pytest.mark.parametrize("compression", ["gzip", "xz", "zstd", "none"])
+def test_every_data_tar_compression(tmp_path: Path, compression: str) -> None:
+    """data.tar is decompressed once (to check, then extract): every
+    compression dpkg-deb writes comes out whole."""
+    tree = tmp_path / "pkg"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "DEBIAN/control").write_text("Package: x\nVersion: 1\nArchitecture: all\n"
+                                         "Maintainer: t <t@example.org>\nDescription: x\n")
+    (tree / "usr/bin").mkdir(parents=True)
+    (tree / "usr/bin/x").write_bytes(b"x" * 100_000)
+    out = tmp_path / "x.deb"
+    subprocess.run(["dpkg-deb", f"-Z{compression}", "--build", str(tree), str(out)],
+                   check=True, capture_output=True)
+    u = unpack(out, tmp_path / "root", "deb")
+    assert (tmp_path / "root/usr/bin/x").read_bytes() == b"x" * 100_000
+    assert u.files == ["/usr", "/usr/bin", "/usr/bin/x"] and u.control["Package"] == "x"
