@@ -4,13 +4,18 @@ depot, configured by the target's own dpkg inside the new root."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
+import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from pkgdepot.build.chroot import run_in
 from tests.depot import ROOT, DepotProcess
@@ -146,3 +151,74 @@ def test_failing_maintainer_script_is_named(tmp_path: Path, depot: DepotProcess)
     assert "licence-check could not be set up by the target's dpkg" in err
     assert "cannot reach the licence server" in err
     assert "post-installation script subprocess returned error exit status 3" in err
+
+
+def zst_members(path: Path) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
+    """The members of a .tar.zst in order, each with its contents."""
+    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as z, \
+            tarfile.open(fileobj=z, mode="r|") as tar:
+        for m in tar:
+            f = tar.extractfile(m) if m.isreg() else None
+            yield m, f.read() if f is not None else b""
+
+
+def tar_members(path: Path) -> dict[str, tuple[object, ...]]:
+    """Every member of a .tar.zst: type, mode, owners, time, link target,
+    size, the sha256 of its contents and its PAX headers."""
+    return {m.name: (m.type, oct(m.mode), m.uid, m.gid, m.mtime, m.linkname, m.size,
+                     hashlib.sha256(data).hexdigest(), sorted(m.pax_headers.items()))
+            for m, data in zst_members(path)}
+
+
+def tar_differences(a: Path, b: Path) -> list[str]:
+    """The members two tarballs do not share as they are, one line each."""
+    ma, mb = tar_members(a), tar_members(b)
+    lines = [f"only in {p.name}: {n}" for p, only in ((a, ma.keys() - mb.keys()),
+                                                      (b, mb.keys() - ma.keys()))
+             for n in sorted(only)]
+    lines += [f"{n}: {ma[n]} != {mb[n]}" for n in sorted(ma.keys() & mb.keys())
+              if ma[n] != mb[n]]
+    if not lines and list(ma) != list(mb):
+        lines.append("the same members in another order")
+    return lines
+
+
+def test_full_template_reproducible(tmp_path: Path, depot: DepotProcess) -> None:
+    """With SOURCE_DATE_EPOCH, two full builds (the target's dpkg and its
+    maintainer scripts ran) from the same lock are byte-identical tarballs,
+    whatever the caller's umask: logs, caches and backups the build leaves are
+    removed, scripts see SOURCE_DATE_EPOCH, and every time is clamped. If
+    not, the differing members are listed (type, mode, owners, time, link
+    target, size, sha256)."""
+    leaf = example_copy(tmp_path)
+    lockfile = tmp_path / "minimal.lock"
+    pkgdepot("build", str(leaf), "--set", "minimal", "--depot", depot.url, "--write-lock",
+             str(lockfile), "--resolve-only")
+    epoch = 1700000000
+    outs = []
+    for i, umask in enumerate((0o022, 0o077)):   # the caller's umask does not matter
+        outs.append(tmp_path / f"minimal{i}.tar.zst")
+        proc = subprocess.run(
+            [sys.executable, "-m", "pkgdepot", "build", str(leaf), "--depot", depot.url,
+             "--lock", str(lockfile), "--format", "tar.zst", "--out", str(outs[-1]),
+             "--cache", str(tmp_path / "cache")], capture_output=True, text=True, cwd=ROOT,
+            timeout=600, env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}, umask=umask)
+        assert proc.returncode == 0, proc.stderr
+    members = tar_members(outs[0])
+    assert "./usr/bin/dpkg" in members and "./var/lib/dpkg/status" in members
+    assert tar_differences(outs[0], outs[1]) == []
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    # every time clamped, in whole seconds (no PAX header needed); the build's logs,
+    # caches and backups are gone
+    contents = {}
+    for m, data in zst_members(outs[0]):
+        assert m.mtime <= epoch and not m.pax_headers, (m.name, m.mtime, m.pax_headers)
+        contents[m.name] = data
+    for gone in ("./var/log/dpkg.log", "./var/log/alternatives.log",
+                 "./var/cache/ldconfig/aux-cache", "./var/lib/dpkg/status-old",
+                 "./var/cache/debconf/config.dat-old"):
+        assert gone not in members, gone
+    assert "./var/lib/dpkg/status" in members and "./var/cache/debconf/config.dat" in members
+    # maintainer scripts saw SOURCE_DATE_EPOCH: shadow's last password change is its day
+    root_line = contents["./etc/shadow"].decode().splitlines()[0].split(":")
+    assert root_line[0] == "root" and root_line[2] == str(epoch // 86400)
