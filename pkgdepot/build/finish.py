@@ -21,7 +21,10 @@ BUILD_TRACES = (
     "var/log/dpkg.log", "var/log/alternatives.log", "var/log/apt/*.log",
     "var/log/apt/eipp.log.xz", "var/cache/ldconfig/aux-cache", "var/cache/apt/*.bin",
     "var/lib/dpkg/*-old", "var/cache/debconf/*-old", "var/lib/dbus/machine-id",
-    "var/lib/systemd/random-seed", "var/lib/urandom/random-seed")
+    "var/lib/systemd/random-seed", "var/lib/urandom/random-seed",
+    # rpm's sqlite database: the shared-memory index of its (checkpointed,
+    # empty) write-ahead log, random salts; sqlite makes it anew when opened
+    "var/lib/rpm/*.sqlite-shm", "usr/lib/sysimage/rpm/*.sqlite-shm")
 #: Present but emptied: systemd makes a new machine id when the template first
 #: boots (machine-id(5): an image shared by many machines has an empty one).
 EMPTIED = ("etc/machine-id",)

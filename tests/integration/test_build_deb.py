@@ -4,18 +4,13 @@ depot, configured by the target's own dpkg inside the new root."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import zstandard
 
 from pkgdepot.build.chroot import run_in
 from tests.depot import ROOT, DepotProcess
@@ -24,6 +19,7 @@ from tests.support import hostdebs
 from tests.support.fixtures import require_tools
 from tests.support.keys import GpgKey
 from tests.support.repos import AptRepo, DebSpec, publish_debs
+from tests.support.tarballs import tar_differences, tar_members, zst_members
 from tests.support.upstream import Upstream
 
 EXAMPLE = ROOT / "examples/templates/debian/12/amd64"
@@ -153,36 +149,6 @@ def test_failing_maintainer_script_is_named(tmp_path: Path, depot: DepotProcess)
     assert "post-installation script subprocess returned error exit status 3" in err
 
 
-def zst_members(path: Path) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
-    """The members of a .tar.zst in order, each with its contents."""
-    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as z, \
-            tarfile.open(fileobj=z, mode="r|") as tar:
-        for m in tar:
-            f = tar.extractfile(m) if m.isreg() else None
-            yield m, f.read() if f is not None else b""
-
-
-def tar_members(path: Path) -> dict[str, tuple[object, ...]]:
-    """Every member of a .tar.zst: type, mode, owners, time, link target,
-    size, the sha256 of its contents and its PAX headers."""
-    return {m.name: (m.type, oct(m.mode), m.uid, m.gid, m.mtime, m.linkname, m.size,
-                     hashlib.sha256(data).hexdigest(), sorted(m.pax_headers.items()))
-            for m, data in zst_members(path)}
-
-
-def tar_differences(a: Path, b: Path) -> list[str]:
-    """The members two tarballs do not share as they are, one line each."""
-    ma, mb = tar_members(a), tar_members(b)
-    lines = [f"only in {p.name}: {n}" for p, only in ((a, ma.keys() - mb.keys()),
-                                                      (b, mb.keys() - ma.keys()))
-             for n in sorted(only)]
-    lines += [f"{n}: {ma[n]} != {mb[n]}" for n in sorted(ma.keys() & mb.keys())
-              if ma[n] != mb[n]]
-    if not lines and list(ma) != list(mb):
-        lines.append("the same members in another order")
-    return lines
-
-
 def test_full_template_reproducible(tmp_path: Path, depot: DepotProcess) -> None:
     """With SOURCE_DATE_EPOCH, two full builds (the target's dpkg and its
     maintainer scripts ran) from the same lock are byte-identical tarballs,
@@ -198,12 +164,9 @@ def test_full_template_reproducible(tmp_path: Path, depot: DepotProcess) -> None
     outs = []
     for i, umask in enumerate((0o022, 0o077)):   # the caller's umask does not matter
         outs.append(tmp_path / f"minimal{i}.tar.zst")
-        proc = subprocess.run(
-            [sys.executable, "-m", "pkgdepot", "build", str(leaf), "--depot", depot.url,
-             "--lock", str(lockfile), "--format", "tar.zst", "--out", str(outs[-1]),
-             "--cache", str(tmp_path / "cache")], capture_output=True, text=True, cwd=ROOT,
-            timeout=600, env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}, umask=umask)
-        assert proc.returncode == 0, proc.stderr
+        pkgdepot("build", str(leaf), "--depot", depot.url, "--lock", str(lockfile), "--format",
+                 "tar.zst", "--out", str(outs[-1]), "--cache", str(tmp_path / "cache"),
+                 env={"SOURCE_DATE_EPOCH": str(epoch)}, umask=umask)
     members = tar_members(outs[0])
     assert "./usr/bin/dpkg" in members and "./var/lib/dpkg/status" in members
     assert tar_differences(outs[0], outs[1]) == []
