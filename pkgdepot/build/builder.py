@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tempfile
 import tomllib
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 from pkgdepot.build import configure_deb, configure_rpm
 from pkgdepot.build.clients import disable_distribution_repos, write_clients
 from pkgdepot.build.fetch import RepoSpec, apt_indexes, download, required_debs, rpm_indexes
-from pkgdepot.build.finish import apply_overlay, run_scripts
+from pkgdepot.build.finish import apply_overlay, remove_build_traces, run_scripts
 from pkgdepot.build.pack import clamp_times, pack, source_date_epoch
 from pkgdepot.build.resolve import Index, Locked, read_lock, resolve, write_lock
 from pkgdepot.build.tree import Template, TemplateError
@@ -175,6 +176,7 @@ def full_template(packages: list[Locked], template: Template, cfg: BuildConfig, 
     apply_overlay(root, template.overlay)
     if template.scripts:
         run_scripts(root, template.scripts, {"PKGDEPOT_DEPOT": cfg.client_depot or cfg.depot})
+    remove_build_traces(root)
 
 
 def run(template: Template, set_name: str, *, depot: str | None, snapshot: str | None,
@@ -185,6 +187,7 @@ def run(template: Template, set_name: str, *, depot: str | None, snapshot: str |
     into `out` unless `resolve_only`."""
     if resolve_only and lock_out is None:
         raise TemplateError("resolving only writes a lock file: give --write-lock FILE")
+    epoch = source_date_epoch()   # checked before anything is done
     cfg = build_config(template, depot, snapshot)
     if lock_in is not None:
         packages, _meta = read_lock(lock_in)
@@ -198,16 +201,20 @@ def run(template: Template, set_name: str, *, depot: str | None, snapshot: str |
         return packages, lock_out
 
     def make(root: Path) -> None:
-        if appliance_mode:
-            appliance(packages, cfg.family, root, cache)
-            apply_overlay(root, template.overlay)
-        else:
-            full_template(packages, template, cfg, root, cache)
+        # the modes of what the build itself creates do not depend on the caller's umask
+        umask = os.umask(0o022)
+        try:
+            if appliance_mode:
+                appliance(packages, cfg.family, root, cache)
+                apply_overlay(root, template.overlay)
+            else:
+                full_template(packages, template, cfg, root, cache)
+        finally:
+            os.umask(umask)
 
     if fmt == "dir":
         make(out)
         return packages, out
-    epoch = source_date_epoch()
     with tempfile.TemporaryDirectory(prefix="pkgdepot-root-", dir=out.parent) as tmp:
         root = Path(tmp) / "root"
         make(root)

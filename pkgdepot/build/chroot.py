@@ -72,6 +72,10 @@ def run_in(root: Path, cmd: Sequence[str], env: dict[str, str] | None = None,
     each line also given to `on_line` as it comes. Raises ChrootError with
     the output's tail when it fails."""
     full = {"PATH": PATH, "LC_ALL": "C", "HOME": "/root", "TERM": "dumb", **(env or {})}
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        # the dates tools write into the root (shadow's last password change,
+        # documentation, caches) are this one, as in mmdebstrap
+        full["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
     proc = subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
          "sh", "-c", SETUP, "pkgdepot-chroot", str(root), *cmd],

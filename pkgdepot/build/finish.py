@@ -1,5 +1,7 @@
-"""The last steps of a template: the template tree's overlay copied in, and
-its post-install scripts run inside the root, in name order."""
+"""The last steps of a template: the template tree's overlay copied in, its
+post-install scripts run inside the root, in name order, and what the build
+leaves that differs from one build to the next removed (as mmdebstrap's
+cleanup/reproducible does, and a little more)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,20 @@ from pkgdepot.build.chroot import ChrootError, run_in
 from pkgdepot.errors import PkgdepotError
 
 SCRIPTS_DIR = "tmp/pkgdepot-post-install"
+#: Logs, caches, backups and seeds written while building, with dates, times
+#: or random bytes in them: removed at the end of a full template (patterns
+#: relative to the root). dpkg, apt, ldconfig and debconf make them anew.
+BUILD_TRACES = (
+    "var/log/dpkg.log", "var/log/alternatives.log", "var/log/apt/*.log",
+    "var/log/apt/eipp.log.xz", "var/cache/ldconfig/aux-cache", "var/cache/apt/*.bin",
+    "var/lib/dpkg/*-old", "var/cache/debconf/*-old", "var/lib/dbus/machine-id",
+    "var/lib/systemd/random-seed", "var/lib/urandom/random-seed",
+    # rpm's sqlite database: the shared-memory index of its (checkpointed,
+    # empty) write-ahead log, random salts; sqlite makes it anew when opened
+    "var/lib/rpm/*.sqlite-shm", "usr/lib/sysimage/rpm/*.sqlite-shm")
+#: Present but emptied: systemd makes a new machine id when the template first
+#: boots (machine-id(5): an image shared by many machines has an empty one).
+EMPTIED = ("etc/machine-id",)
 
 
 class ScriptError(PkgdepotError):
@@ -59,3 +75,28 @@ def run_scripts(root: Path, scripts: Mapping[str, Path], env: Mapping[str, str])
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return ran
+
+
+def remove_build_traces(root: Path) -> list[str]:
+    """Remove BUILD_TRACES and empty EMPTIED files under `root`; returns the
+    paths touched (relative), sorted. Links are removed, never followed, and
+    nothing is touched through a directory link that leads out of the root."""
+    inside = root.resolve()
+    touched = []
+    for pattern in BUILD_TRACES:
+        for path in sorted(root.glob(pattern)):
+            if not path.parent.resolve().is_relative_to(inside):
+                continue
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+                touched.append(str(path.relative_to(root)))
+    for rel in EMPTIED:
+        path = root / rel
+        if not path.parent.resolve().is_relative_to(inside):
+            continue
+        if path.is_symlink() or path.exists():
+            path.unlink()
+            path.write_bytes(b"")
+            path.chmod(0o444)
+            touched.append(rel)
+    return sorted(touched)

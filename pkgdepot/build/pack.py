@@ -63,8 +63,8 @@ def pack(root: Path, out: Path, fmt: str, epoch: int | None = None) -> Path:
                 rel = "./" + str(path.relative_to(root))
                 info = tar.gettarinfo(str(path), arcname=rel)
                 info.uname = info.gname = ""
-                if epoch is not None and info.mtime > epoch:
-                    info.mtime = epoch
+                # whole seconds: a fraction would add a PAX header to every member
+                info.mtime = int(info.mtime) if epoch is None else min(int(info.mtime), epoch)
                 if info.isreg():
                     with open(path, "rb") as f:
                         tar.addfile(info, f)

@@ -4,6 +4,7 @@ through the depot, unpacked with libarchive, with a manifest; lock files."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -46,9 +47,12 @@ def tree(root: Path, depot: DepotProcess, lists: dict[str, str]) -> Path:
     return leaf
 
 
-def pkgdepot(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+def pkgdepot(*args: str, ok: bool = True, env: dict[str, str] | None = None,
+             umask: int = -1) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI (`env` added to this environment, `umask` if given)."""
     proc = subprocess.run([sys.executable, "-m", "pkgdepot", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)
+                          text=True, cwd=ROOT, timeout=600, umask=umask,
+                          env={**os.environ, **env} if env else None)
     assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
     return proc
 
@@ -103,7 +107,6 @@ def test_unsatisfiable_list_is_explained(tmp_path: Path, depot: DepotProcess) ->
 
 def test_reproducible_tarballs(tmp_path: Path, depot: DepotProcess) -> None:
     """With SOURCE_DATE_EPOCH, two builds from the same lock are byte-identical."""
-    import os
     import tarfile
 
     leaf = tree(tmp_path / "t", depot, {"config/default.list": "greet\n"})
@@ -116,12 +119,9 @@ def test_reproducible_tarballs(tmp_path: Path, depot: DepotProcess) -> None:
     outs = []
     for i, fmt in enumerate(["tar.zst", "tar.zst", "tar.gz", "tar.xz"]):
         out = tmp_path / f"img{i}.{fmt}"
-        env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
-        proc = subprocess.run([sys.executable, "-m", "pkgdepot", "build", str(leaf), "--appliance",
-                               "--lock", str(lockfile), "--format", fmt, "--out", str(out),
-                               "--cache", str(tmp_path / f"cache{i}")],
-                              capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
-        assert proc.returncode == 0, proc.stderr
+        pkgdepot("build", str(leaf), "--appliance", "--lock", str(lockfile), "--format", fmt,
+                 "--out", str(out), "--cache", str(tmp_path / f"cache{i}"),
+                 env={"SOURCE_DATE_EPOCH": "1700000000"})
         outs.append(out)
     assert outs[0].read_bytes() == outs[1].read_bytes()
     with tarfile.open(outs[2]) as t:

@@ -19,6 +19,7 @@ from tests.support import hostdebs
 from tests.support.fixtures import require_tools
 from tests.support.keys import GpgKey
 from tests.support.repos import AptRepo, DebSpec, publish_debs
+from tests.support.tarballs import tar_differences, tar_members, zst_members
 from tests.support.upstream import Upstream
 
 EXAMPLE = ROOT / "examples/templates/debian/12/amd64"
@@ -146,3 +147,41 @@ def test_failing_maintainer_script_is_named(tmp_path: Path, depot: DepotProcess)
     assert "licence-check could not be set up by the target's dpkg" in err
     assert "cannot reach the licence server" in err
     assert "post-installation script subprocess returned error exit status 3" in err
+
+
+def test_full_template_reproducible(tmp_path: Path, depot: DepotProcess) -> None:
+    """With SOURCE_DATE_EPOCH, two full builds (the target's dpkg and its
+    maintainer scripts ran) from the same lock are byte-identical tarballs,
+    whatever the caller's umask: logs, caches and backups the build leaves are
+    removed, scripts see SOURCE_DATE_EPOCH, and every time is clamped. If
+    not, the differing members are listed (type, mode, owners, time, link
+    target, size, sha256)."""
+    leaf = example_copy(tmp_path)
+    lockfile = tmp_path / "minimal.lock"
+    pkgdepot("build", str(leaf), "--set", "minimal", "--depot", depot.url, "--write-lock",
+             str(lockfile), "--resolve-only")
+    epoch = 1700000000
+    outs = []
+    for i, umask in enumerate((0o022, 0o077)):   # the caller's umask does not matter
+        outs.append(tmp_path / f"minimal{i}.tar.zst")
+        pkgdepot("build", str(leaf), "--depot", depot.url, "--lock", str(lockfile), "--format",
+                 "tar.zst", "--out", str(outs[-1]), "--cache", str(tmp_path / "cache"),
+                 env={"SOURCE_DATE_EPOCH": str(epoch)}, umask=umask)
+    members = tar_members(outs[0])
+    assert "./usr/bin/dpkg" in members and "./var/lib/dpkg/status" in members
+    assert tar_differences(outs[0], outs[1]) == []
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    # every time clamped, in whole seconds (no PAX header needed); the build's logs,
+    # caches and backups are gone
+    contents = {}
+    for m, data in zst_members(outs[0]):
+        assert m.mtime <= epoch and not m.pax_headers, (m.name, m.mtime, m.pax_headers)
+        contents[m.name] = data
+    for gone in ("./var/log/dpkg.log", "./var/log/alternatives.log",
+                 "./var/cache/ldconfig/aux-cache", "./var/lib/dpkg/status-old",
+                 "./var/cache/debconf/config.dat-old"):
+        assert gone not in members, gone
+    assert "./var/lib/dpkg/status" in members and "./var/cache/debconf/config.dat" in members
+    # maintainer scripts saw SOURCE_DATE_EPOCH: shadow's last password change is its day
+    root_line = contents["./etc/shadow"].decode().splitlines()[0].split(":")
+    assert root_line[0] == "root" and root_line[2] == str(epoch // 86400)

@@ -11,7 +11,7 @@ import pytest
 
 from pkgdepot.build.clients import disable_distribution_repos, write_clients
 from pkgdepot.build.fetch import RepoSpec
-from pkgdepot.build.finish import ScriptError, apply_overlay, run_scripts
+from pkgdepot.build.finish import ScriptError, apply_overlay, remove_build_traces, run_scripts
 from tests.support.busybox import static_busybox
 from tests.support.fixtures import require_tools
 
@@ -87,3 +87,35 @@ def test_overlay_and_clients(tmp_path: Path, root: Path) -> None:
     assert (root / "etc/apt/sources.list.d/pkgdepot.sources").read_text().endswith(
         "URIs: http://depot:3142/debian\nSuites: bookworm\nComponents: main\n"
         "Signed-By: /etc/apt/keyrings/debian.asc\n")
+
+
+def test_build_traces_removed_and_epoch_passed(tmp_path: Path, root: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logs, caches, backups and seeds go, machine-id is left empty, nothing
+    is removed through a link leading out of the root, and scripts see the
+    build's SOURCE_DATE_EPOCH."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    run_scripts(root, {"10-epoch": script(tmp_path, "10-epoch",
+                                          'echo "$SOURCE_DATE_EPOCH" > /etc/epoch\n')}, {})
+    assert (root / "etc/epoch").read_text() == "1700000000\n"
+    traces = ["var/log/dpkg.log", "var/log/apt/history.log", "var/log/apt/term.log",
+              "var/cache/ldconfig/aux-cache", "var/lib/dpkg/status-old",
+              "var/cache/debconf/config.dat-old", "var/lib/systemd/random-seed"]
+    kept = ["var/lib/dpkg/status", "var/cache/debconf/config.dat", "var/log/wtmp"]
+    for rel in [*traces, *kept, "etc/machine-id"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("2023-11-14 22:13:20 something\n")
+    outside = tmp_path / "outside"
+    (outside / "apt").mkdir(parents=True)
+    (outside / "apt/history.log").write_text("the host's\n")
+    (root / "var/lib/dbus").mkdir(parents=True)
+    (root / "var/lib/dbus/machine-id").symlink_to(outside / "apt/history.log")
+    (root / "var/cache/apt").symlink_to(outside / "apt")   # a link out: not followed
+    (outside / "apt/pkgcache.bin").write_text("the host's\n")
+    touched = remove_build_traces(root)
+    assert touched == sorted([*traces, "var/lib/dbus/machine-id", "etc/machine-id"])
+    assert not any((root / rel).exists() for rel in traces)
+    assert all((root / rel).exists() for rel in kept)
+    assert (root / "etc/machine-id").read_bytes() == b""
+    assert (outside / "apt/history.log").read_text() == "the host's\n"
+    assert (outside / "apt/pkgcache.bin").read_text() == "the host's\n"

@@ -16,6 +16,7 @@ from tests.support.busybox import static_busybox
 from tests.support.fixtures import require_tools
 from tests.support.keys import GpgKey
 from tests.support.repos import RpmSpec, build_rpm_repo
+from tests.support.tarballs import tar_differences, zst_members
 from tests.support.upstream import Upstream
 
 SKIP = ("/usr/share/doc", "/usr/share/man", "/usr/share/locale", "/usr/share/lintian")
@@ -101,3 +102,20 @@ def test_rpm_template_without_rpm_fails_clearly(tmp_path: Path, depot: DepotProc
     pkgdepot("build", str(leaf), "--set", "minimal", "--appliance", "--out",
              str(tmp_path / "app"), "--cache", str(tmp_path / "cache"))
     assert (tmp_path / "app/bin/sh").exists() and not (tmp_path / "app/etc/hello-post.ran").exists()
+
+
+def test_rpm_template_reproducible(tmp_path: Path, depot: DepotProcess) -> None:
+    """With SOURCE_DATE_EPOCH the target's rpm (4.18 here) records install
+    times from it (one second apart, in install order) and the database's
+    shared-memory index is dropped: two builds are byte-identical."""
+    leaf = tree(tmp_path, depot, "rpm\nhello-post\ndistro-repos\n")
+    outs = [tmp_path / f"el{i}.tar.zst" for i in range(2)]
+    for out in outs:
+        pkgdepot("build", str(leaf), "--set", "minimal", "--format", "tar.zst", "--out",
+                 str(out), "--cache", str(tmp_path / "cache"),
+                 env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert tar_differences(*outs) == []
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    names = {m.name for m, _ in zst_members(outs[0])}
+    assert "./var/lib/rpm/rpmdb.sqlite" in names
+    assert "./var/lib/rpm/rpmdb.sqlite-shm" not in names
