@@ -185,3 +185,19 @@ def test_full_template_reproducible(tmp_path: Path, depot: DepotProcess) -> None
     # maintainer scripts saw SOURCE_DATE_EPOCH: shadow's last password change is its day
     root_line = contents["./etc/shadow"].decode().splitlines()[0].split(":")
     assert root_line[0] == "root" and root_line[2] == str(epoch // 86400)
+
+
+def test_default_set_resolves_on_top_of_minimal(tmp_path: Path, depot: DepotProcess) -> None:
+    """The shipped `default` set (`@minimal` plus an operator's tools) resolves
+    against the same packages: everything `minimal` locks, and less and procps
+    with what they need."""
+    leaf = example_copy(tmp_path)
+    locks = {}
+    for name in ("minimal", "default"):
+        lockfile = tmp_path / f"{name}.lock"
+        pkgdepot("build", str(leaf), "--set", name, "--depot", depot.url, "--write-lock",
+                 str(lockfile), "--resolve-only")
+        locks[name] = {p["name"] for p in json.loads(lockfile.read_text())["packages"]}
+    assert {"apt", "dpkg", "base-files"} <= locks["minimal"]
+    assert locks["minimal"] < locks["default"]
+    assert {"less", "procps"} <= locks["default"] - locks["minimal"]
