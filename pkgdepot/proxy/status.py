@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -145,6 +146,23 @@ def _repositories(depot: Depot, origins: dict[str, list[int]],
     return out
 
 
+def memory(depot: Depot) -> dict[str, int]:
+    """This process's resident memory and descriptors, and what its in-memory
+    tables hold (all bounded but the catalog's entries, one per stored file)."""
+    cache = depot.cache
+    return {"rss": _proc_rss(), "fds": len(os.listdir("/proc/self/fd")),
+            "catalog_entries": depot.store.entry_count(),
+            "small_blobs": len(depot.small), "small_blob_bytes": depot.small.size,
+            "open_blobs": len(depot.open_blobs),
+            "flights": len(cache.flights) if cache is not None else 0,
+            "negative": len(cache.negative) if cache is not None else 0}
+
+
+def _proc_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 async def collect(depot: Depot) -> dict[str, Any]:
     """Everything the page and /metrics show, summed over the server's processes."""
     now = time.time()
@@ -183,6 +201,7 @@ async def collect(depot: Depot) -> dict[str, Any]:
                   "fs_total": usage.fs_total, "fs_free": usage.fs_free,
                   "data_dir": str(depot.config.data_dir)},
         "snapshots": snapshots,
+        "memory": memory(depot),
         "errors": [{"time": t, "kind": k, "message": m}
                    for t, k, m in reversed(stats.recent_errors)] if stats else [],
     }
