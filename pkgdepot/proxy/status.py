@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -155,7 +157,25 @@ def memory(depot: Depot) -> dict[str, int]:
             "small_blobs": len(depot.small), "small_blob_bytes": depot.small.size,
             "open_blobs": len(depot.open_blobs),
             "flights": len(cache.flights) if cache is not None else 0,
-            "negative": len(cache.negative) if cache is not None else 0}
+            "negative": len(cache.negative) if cache is not None else 0,
+            "python_blocks": sys.getallocatedblocks(), **malloc_info()}
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def malloc_info() -> dict[str, int]:
+    """The C allocator's view (glibc): bytes in use, and bytes freed but kept."""
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (AttributeError, OSError):
+        return {}
+    fn.restype = _MallInfo2
+    mi = fn()
+    return {"malloc_in_use": int(mi.uordblks + mi.hblkhd), "malloc_free": int(mi.fordblks)}
 
 
 def _proc_rss() -> int:

@@ -80,7 +80,7 @@ def scenarios(site: Site, work: Path, quick: bool) -> list[Scenario]:
 
     kills = 30 if quick else 120
     examples = 60 if quick else 1000
-    conns, secs, warm = (1000, 20, 5) if quick else (1000, 180, 20)
+    conns, secs, warm = (1000, 20, 5) if quick else (1000, 300, 60)
     fault_list = "; ".join(f"**{k}**: {v[0]}" for k, v in faults.FAULTS.items())
     return [
         ("upstream faults", _doc(faults.upstream_faults) + " Faults: " + fault_list + ".",
@@ -110,9 +110,12 @@ def scenarios(site: Site, work: Path, quick: bool) -> list[Scenario]:
         (f"load: {conns} connections for {secs} s", " ".join((load.__doc__ or "").split()) + (
             f" {conns} clients on one aiohttp connector (one connection each), 90% requests "
             "for 300 files already stored, 10% for files never asked before (misses fetched "
-            f"upstream), after a {warm} s warm-up; three more clients read a 4 MB file one "
-            "byte a second all along."),
-         lambda: load.load(w("load"), connections=conns, seconds=secs, warm=warm)),
+            f"upstream), after a {warm} s warm-up that fills the depot's bounded tables (the "
+            "store up to its `cache.max_size` of 64 MB, then evicting; routes remembered; "
+            "open blobs); three more clients read a 4 MB file one byte a second all along. "
+            "The depot's RSS is sampled every 10 s: after the warm-up it must stay flat (the "
+            "second half's peak within 32 MB of the first half's)."),
+         lambda: load.load(w("load"), connections=conns, seconds=secs, warm=warm, every=10)),
         *((a.name, a.how, functools.partial(hostile.run_area, a, w("hostile"), examples))
           for a in hostile.AREAS),
     ]
