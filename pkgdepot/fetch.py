@@ -152,7 +152,7 @@ class MinRate:
     def got(self, n: int) -> None:
         self.total += n
         self._got += n
-        if self._got >= self._quota:  # this window's quota met: a new window starts
+        if self._got >= self._quota > 0:  # this window's quota met: a new window starts
             self._got = 0
             self._deadline = self._loop.time() + self._window
 
