@@ -37,7 +37,7 @@ from pkgdepot.errors import (
     UpstreamTimeout,
     VerificationError,
 )
-from pkgdepot.fetch import Fetcher, Upstream
+from pkgdepot.fetch import Fetcher, TooSlow, Upstream
 from pkgdepot.formats import Kind, PathInfo, Role, Vouch
 from pkgdepot.metrics import Stats
 from pkgdepot.proxy.route import Route
@@ -47,6 +47,7 @@ from pkgdepot.store.fs import FsStore, check_free
 
 log = logging.getLogger(__name__)
 FAILED_RESUME_WINDOW = 3600.0
+SLOW_COOL_DOWN = 300.0  # seconds an upstream that was too slow is tried after the others
 SIGNED_ROLES = (Role.RELEASE_INLINE, Role.RELEASE, Role.REPOMD)
 PARSED_ROLES = (Role.RELEASE_INLINE, Role.RELEASE, Role.INDEX, Role.REPOMD,
                 Role.CHECKSUM_NAMED, Role.BY_HASH)
@@ -183,8 +184,12 @@ class Cache:
         #: keys whose last download failed verification after clients had most of
         #: it: their partial copies hold bad bytes, so resumptions get the whole file.
         self.failed_recently: dict[str, float] = {}
+        #: upstream base -> until when it is tried last (it trickled below min_rate)
+        self.slow_until: dict[str, float] = {}
         self.stats = Stats()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: verified downloads being moved into the store (see `_keep`, `drain`)
+        self._commits: set[asyncio.Task[Entry]] = set()
 
     # -- the entry point ---------------------------------------------------
 
@@ -288,7 +293,7 @@ class Cache:
                 headers["If-Modified-Since"] = old.last_modified
         keyring = self._keyring(route) if route.info.role in SIGNED_ROLES else None
         errors: list[PkgdepotError] = []
-        for i, url in enumerate(route.urls):
+        for i, url in self._upstream_order(route):
             self.stats.upstream_requests += 1
             base = _upstream_base(route, i)
             started = time.monotonic()
@@ -307,6 +312,8 @@ class Cache:
                 result = await self._take(flight, route, old, up, expected, keyring)
             except (UpstreamError, VerificationError, FormatError) as e:
                 log.warning("%s: %s", route.key, e.message)
+                if isinstance(e, TooSlow):
+                    self._too_slow(base)
                 if flight.head.done():
                     raise  # clients are already receiving this body: abort them
                 errors.append(e)
@@ -326,6 +333,20 @@ class Cache:
         if len(errors) == 1:
             raise errors[0]
         raise UpstreamError("every upstream failed: " + "; ".join(e.message for e in errors))
+
+    def _upstream_order(self, route: Route) -> list[tuple[int, str]]:
+        """The route's upstreams in order, those that were too slow lately last."""
+        now = self.clock()
+        order = list(enumerate(route.urls))
+        if self.slow_until:
+            order.sort(key=lambda iu: self.slow_until.get(_upstream_base(route, iu[0]), 0) > now)
+        return order
+
+    def _too_slow(self, base: str) -> None:
+        """`base` trickled below upstream.min_rate: try the others first for a while."""
+        if len(self.slow_until) > 1000:
+            self.slow_until.clear()
+        self.slow_until[base] = self.clock() + SLOW_COOL_DOWN
 
     async def _take(self, flight: Flight, route: Route, old: Entry | None, up: Upstream,
                     expected: Vouch | None, keyring: Path | None) -> Entry | PkgdepotError:
@@ -373,29 +394,62 @@ class Cache:
                 raise VerificationError(
                     f"{up.url}: {expected.digest.algo} is {got}, the index says "
                     f"{expected.digest.hexdigest}: not kept")
-        plain: Path | None = None
-        sig: tuple[str, FileRef] | None = None
         if route.info.role not in PARSED_ROLES and keyring is None:
             # Verified, and nothing else depends on it: waiting clients get the
             # last byte now, while the file is made durable and recorded.
             # (Indices are released only once what they vouch for is recorded.)
             flight.verified = True
             flight.notify()
+        entry = Entry(route.key, sha256, flight.written, self.clock(), self.clock(), etag,
+                      last_modified)
+        keep = asyncio.create_task(self._keep(route, old, up.url, temp, entry, expected,
+                                              keyring), name=f"keep {route.key}")
+        flight.temp = None  # the keeping task owns it now
+        self._commits.add(keep)
+        keep.add_done_callback(self._commits.discard)
+        keep.add_done_callback(_retrieve)
+        return await asyncio.shield(keep)
+
+    async def _keep(self, route: Route, old: Entry | None, url: str, temp: Path, entry: Entry,
+                    expected: Vouch | None, keyring: Path | None) -> Entry:
+        """A complete, verified body: check its signature, move it into the store
+        and record it. Its own task, shielded from the download's: a shutdown
+        waits for it (`drain`) instead of losing a file it already has."""
+        plain: Path | None = None
+        sig: tuple[str, FileRef] | None = None
         try:
             if keyring is not None:
-                plain, sig = await self._verify_signature(route, up.url, temp, keyring)
-            entry = Entry(route.key, sha256, flight.written, self.clock(), self.clock(),
-                          etag, last_modified)
-            changed = old is None or old.sha256 != sha256
+                plain, sig = await self._verify_signature(route, url, temp, keyring)
+            changed = old is None or old.sha256 != entry.sha256
             entry = await self.store.commit(temp, entry)
-            flight.temp = None
             if changed:
                 await self._record_vouches(route, entry, plain)
                 await self._record_snapshot(route, entry, expected, sig)
         finally:
             if plain is not None:
                 plain.unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)  # still there only if it was not kept
         return entry
+
+    async def drain(self, grace: float, commits: float = 30.0) -> None:
+        """For a shutdown: downloads in progress get `grace` seconds to finish,
+        then are abandoned (nothing of them is kept); files already complete and
+        verified are moved into the store and recorded (waited for up to
+        `commits` seconds), so a restart serves them without a new download."""
+        running = [t for t in self._tasks if not t.done()]
+        if running:
+            log.info("shutting down: waiting up to %g s for %d download(s)", grace,
+                     len(running))
+            _done, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("shutting down: %d unfinished download(s) abandoned",
+                            len(pending))
+                await asyncio.wait(pending, timeout=5)
+        keeping = [t for t in self._commits if not t.done()]
+        if keeping:
+            await asyncio.wait(keeping, timeout=commits)
 
     def _open_temp(self, size: int | None) -> tuple[Path, BinaryIO, int]:
         """A new temporary file, opened for the writer and for readers (one
@@ -429,9 +483,11 @@ class Cache:
                 flight.notify()
 
         closed = False
+        rate = up.watch_rate()
         try:
             buf: list[bytes] = []
             async for chunk in up.response.content.iter_any():
+                rate.got(len(chunk))
                 buf.append(chunk)
                 if writing is None or writing.done():
                     await settle()
@@ -459,6 +515,7 @@ class Cache:
             raise UpstreamError(f"{up.url}: transfer failed after {flight.written} bytes: "
                                 f"{type(e).__name__}: {e}") from e
         finally:
+            rate.stop()
             if writing is not None:
                 with contextlib.suppress(Exception):
                     await writing

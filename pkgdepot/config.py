@@ -103,6 +103,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds to wait for an upstream connection."),
     Setting("upstream", "read_timeout", "float", 60.0,
             "Seconds an upstream may stay silent while sending a file."),
+    Setting("upstream", "min_rate", "size", 1024,
+            "Slowest upstream transfer tolerated, in bytes a second, averaged over "
+            "upstream.min_rate_window: a download that trickles slower is aborted (504; "
+            "the next request tries again, on the next upstream if there is one). A "
+            "string may use K or M, e.g. \"1K\". 0: no limit (only read_timeout)."),
+    Setting("upstream", "min_rate_window", "float", 30.0,
+            "Seconds over which upstream.min_rate is measured (a new download gets this "
+            "long before it is judged)."),
     Setting("upstream", "allow_hosts", "list[str]", [],
             "If set, the only upstream hosts that /HOST/path and proxy requests may "
             "reach (names, or *.suffix). Named repositories are always allowed."),
@@ -186,6 +194,8 @@ class Config:
     max_size: int = 0
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    min_rate: int = 1024
+    min_rate_window: float = 30.0
     allow_hosts: tuple[str, ...] = ()
     allow_networks: tuple[Network, ...] = ()
     allow_connect: tuple[str, ...] = ()
@@ -398,6 +408,10 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
         kwargs[s.key] = value
     if kwargs.get("public_url"):
         kwargs["public_url"] = _check_url("server.public_url", kwargs["public_url"])
+    if kwargs["min_rate"] and kwargs["min_rate_window"] < 1:
+        raise ConfigError("upstream.min_rate_window: must be at least 1 second, got "
+                          f"{kwargs['min_rate_window']!r}",
+                          hint="or set upstream.min_rate = 0 to turn the check off")
     if kwargs["log_format"] not in ("text", "json"):
         raise ConfigError(f'server.log_format: expected "text" or "json", '
                           f"got {kwargs['log_format']!r}")

@@ -5,6 +5,7 @@ configuration allows them)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -125,12 +126,65 @@ class PolicyResolver(AbstractResolver):
         await self._inner.close()
 
 
+class TooSlow(UpstreamTimeout):
+    """An upstream body arrived slower than upstream.min_rate."""
+
+
+class MinRate:
+    """upstream.min_rate on one body being read: each window of `window`
+    seconds must bring at least rate * window bytes, or the read ends with
+    TooSlow. The error is set on the response's stream, the way aiohttp's
+    own read timeout is: the reader wakes up with it, nothing is cancelled (a
+    write of the body in progress finishes). Call `got(n)` for each chunk."""
+
+    def __init__(self, up: Upstream, rate: int, window: float) -> None:
+        self._up = up
+        self._rate, self._window = rate, window
+        self._quota = int(rate * window)
+        self._got = 0       # bytes in the current window
+        self.total = 0
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + window
+        self._timer: asyncio.TimerHandle | None = None
+        if self._quota > 0:
+            self._timer = self._loop.call_at(self._deadline, self._check)
+
+    def got(self, n: int) -> None:
+        self.total += n
+        self._got += n
+        if self._got >= self._quota > 0:  # this window's quota met: a new window starts
+            self._got = 0
+            self._deadline = self._loop.time() + self._window
+
+    def _check(self) -> None:
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._check)
+            return
+        self._timer = None
+        log.warning("%s: aborted, slower than upstream.min_rate", self._up.url)
+        self._up.response.content.set_exception(TooSlow(
+            f"{self._up.url}: upstream sent less than {self._rate} bytes/s over "
+            f"{self._window:g} s (upstream.min_rate), aborted after {self.total} bytes"))
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def __enter__(self) -> MinRate:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
 @dataclass
 class Upstream:
     """An upstream response whose body has not been read yet."""
 
     url: str          # the URL finally answered (after redirects)
     response: aiohttp.ClientResponse
+    min_rate: tuple[int, float] = (0, 0.0)   # upstream.min_rate, min_rate_window
 
     @property
     def status(self) -> int:
@@ -139,6 +193,11 @@ class Upstream:
     def release(self) -> None:
         self.response.release()
 
+    def watch_rate(self) -> MinRate:
+        """`with up.watch_rate() as rate:` around reading the body; `rate.got(n)`
+        for each chunk."""
+        return MinRate(self, *self.min_rate)
+
     async def body(self, limit: int) -> bytes:
         """The whole body, at most `limit` bytes. (`content.read(n)` returns
         only what has arrived so far, not n bytes.) A body cut short of its
@@ -146,11 +205,13 @@ class Upstream:
         parts: list[bytes] = []
         size = 0
         try:
-            while chunk := await self.response.content.read(1 << 18):
-                size += len(chunk)
-                if size > limit:
-                    raise UpstreamError(f"{self.url}: larger than {limit} bytes")
-                parts.append(chunk)
+            with self.watch_rate() as rate:
+                while chunk := await self.response.content.read(1 << 18):
+                    rate.got(len(chunk))
+                    size += len(chunk)
+                    if size > limit:
+                        raise UpstreamError(f"{self.url}: larger than {limit} bytes")
+                    parts.append(chunk)
         except aiohttp.ClientPayloadError as e:
             raise UpstreamError(f"{self.url}: body cut short ({e})") from e
         length = self.response.content_length
@@ -204,5 +265,5 @@ class Fetcher:
                 resp.release()
                 url = urljoin(url, location)
                 continue
-            return Upstream(url, resp)
+            return Upstream(url, resp, (self.config.min_rate, self.config.min_rate_window))
         raise UpstreamError(f"{url}: more than {MAX_REDIRECTS} redirects")

@@ -706,8 +706,9 @@ class Mirror:
             else:
                 temp = await asyncio.to_thread(self.store.new_temp)
                 size = 0
-                with open(temp, "wb") as f:
+                with open(temp, "wb") as f, up.watch_rate() as rate:
                     async for chunk in up.response.content.iter_chunked(1 << 18):
+                        rate.got(len(chunk))
                         await asyncio.to_thread(f.write, chunk)
                         sha.update(chunk)
                         if extra is not None:

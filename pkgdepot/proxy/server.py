@@ -65,6 +65,7 @@ SMALL_BLOB = 16 << 10          # hits up to this size are answered from memory, 
 SMALL_CACHE_BYTES = 32 << 20
 MEMORY_SEND = 1 << 20          # up to this size: read (from the page cache) and write once
 STREAM_STEP = 1 << 20         # clients of a download in progress are sent at least this much
+SHUTDOWN_GRACE = 5.0          # seconds downloads in progress get to finish on SIGTERM
 OPEN_BLOBS = 2048              # blobs kept open for sendfile and reads (see _raise_nofile)
 
 
@@ -81,6 +82,14 @@ class SmallBlobs:
         if data is not None:
             self._data.move_to_end(sha)
         return data
+
+    @property
+    def size(self) -> int:
+        """Bytes held."""
+        return self._size
+
+    def __len__(self) -> int:
+        return len(self._data)
 
     def put(self, sha: str, data: bytes) -> None:
         if sha in self._data:
@@ -279,8 +288,7 @@ class Depot:
             await self.store.close()
             return
         if self.cache is not None:
-            for task in list(self.cache._tasks):
-                task.cancel()
+            await self.cache.drain(0)
         await self.fetcher.close()
         await self.store.close()
 
@@ -679,7 +687,9 @@ class Depot:
                     continue
                 if flight.failed is not None or flight.finished:
                     if flight.failed is not None:
-                        log.warning("%s: aborting client: %s", route.key, flight.failed)
+                        why = flight.failed
+                        log.warning("%s: aborting client: %s", route.key,
+                                    str(why) or type(why).__name__)
                     self.counters.aborted(route.origin, end - pos)
                     _abort(request)
                     return resp
@@ -816,6 +826,8 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
             admin_srv.close()
         for w in workers:
             w.terminate()
+        if depot.cache is not None:  # downloads in progress may finish, and are kept
+            await depot.cache.drain(SHUTDOWN_GRACE)
         await server.shutdown(2.0)
         if internal_srv is not None:
             internal_srv.close()

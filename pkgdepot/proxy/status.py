@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import json
 import logging
+import os
 import shutil
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -145,6 +148,41 @@ def _repositories(depot: Depot, origins: dict[str, list[int]],
     return out
 
 
+def memory(depot: Depot) -> dict[str, int]:
+    """This process's resident memory and descriptors, and what its in-memory
+    tables hold (all bounded but the catalog's entries, one per stored file)."""
+    cache = depot.cache
+    return {"rss": _proc_rss(), "fds": len(os.listdir("/proc/self/fd")),
+            "catalog_entries": depot.store.entry_count(),
+            "small_blobs": len(depot.small), "small_blob_bytes": depot.small.size,
+            "open_blobs": len(depot.open_blobs),
+            "flights": len(cache.flights) if cache is not None else 0,
+            "negative": len(cache.negative) if cache is not None else 0,
+            "python_blocks": sys.getallocatedblocks(), **malloc_info()}
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def malloc_info() -> dict[str, int]:
+    """The C allocator's view (glibc): bytes in use, and bytes freed but kept."""
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (AttributeError, OSError):
+        return {}
+    fn.restype = _MallInfo2
+    mi = fn()
+    return {"malloc_in_use": int(mi.uordblks + mi.hblkhd), "malloc_free": int(mi.fordblks)}
+
+
+def _proc_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 async def collect(depot: Depot) -> dict[str, Any]:
     """Everything the page and /metrics show, summed over the server's processes."""
     now = time.time()
@@ -183,6 +221,7 @@ async def collect(depot: Depot) -> dict[str, Any]:
                   "fs_total": usage.fs_total, "fs_free": usage.fs_free,
                   "data_dir": str(depot.config.data_dir)},
         "snapshots": snapshots,
+        "memory": memory(depot),
         "errors": [{"time": t, "kind": k, "message": m}
                    for t, k, m in reversed(stats.recent_errors)] if stats else [],
     }

@@ -42,6 +42,19 @@ def test_trickling_upstream_stalls_nobody(site: Site, tmp_path: Path) -> None:
     held(faults.trickle(site, tmp_path))
 
 
+def test_upstream_slower_than_min_rate_is_aborted_and_failed_over(site: Site,
+                                                                   tmp_path: Path) -> None:
+    out = faults.slow_loris(site, tmp_path)
+    held(out)
+    assert out.refused == 1
+
+
+def test_sigterm_keeps_a_finishing_download(site: Site, tmp_path: Path) -> None:
+    out = faults.graceful_shutdown(site, tmp_path)
+    held(out)
+    assert out.refused == 1  # the download that could not finish in the grace
+
+
 def test_clients_disconnecting_mid_stream(site: Site, tmp_path: Path) -> None:
     held(faults.client_disconnects(site, tmp_path))
 

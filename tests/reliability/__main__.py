@@ -8,6 +8,7 @@ depot process on 127.0.0.1 with throw-away data under a temporary directory."""
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import os
 import platform
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.reliability import catalog, diskfull, faults, killloop, load
+from tests.reliability import catalog, diskfull, faults, hostile, killloop, load
 from tests.reliability.outcome import Outcome
 from tests.reliability.site import Site
 from tests.support.repos import set_build_cache_dir
@@ -42,6 +43,9 @@ def _render(rows: list[tuple[Scenario, Outcome]], command: str, started: float) 
         "`pkgdepot mirror sync` processes) against test upstreams on 127.0.0.1 that serve "
         "signed apt repositories built by the suite and inject the faults. The short forms "
         "run in CI: `tests/integration/test_faults.py`, `test_kill_loop.py`, `test_load.py`. "
+        "The hostile-input rows run the default suite's own tests for them (fuzzing with "
+        "more generated inputs than CI does) and count each test case as a request; "
+        "[HOSTILE.md](HOSTILE.md) describes every attack and its outcome. "
         "*Refused* counts requests that got the designed refusal (a 5xx with a reason, or a "
         "connection reset before the last byte); *errors* counts anything else that went "
         "wrong and must be 0. *Bytes verified* are body bytes that clients received and "
@@ -75,7 +79,8 @@ def scenarios(site: Site, work: Path, quick: bool) -> list[Scenario]:
         return Path(tempfile.mkdtemp(prefix=name + "-", dir=work))
 
     kills = 30 if quick else 120
-    conns, secs, warm = (1000, 20, 5) if quick else (1000, 180, 20)
+    examples = 60 if quick else 1000
+    conns, secs, warm = (1000, 20, 5) if quick else (1000, 300, 60)
     fault_list = "; ".join(f"**{k}**: {v[0]}" for k, v in faults.FAULTS.items())
     return [
         ("upstream faults", _doc(faults.upstream_faults) + " Faults: " + fault_list + ".",
@@ -83,6 +88,10 @@ def scenarios(site: Site, work: Path, quick: bool) -> list[Scenario]:
         ("transport faults, no index", _doc(faults.unvouched_faults),
          lambda: faults.unvouched_faults(site, w("unvouched"))),
         ("trickling upstream", _doc(faults.trickle), lambda: faults.trickle(site, w("trickle"))),
+        ("upstream slower than min_rate", _doc(faults.slow_loris),
+         lambda: faults.slow_loris(site, w("slowloris"))),
+        ("SIGTERM during downloads", _doc(faults.graceful_shutdown),
+         lambda: faults.graceful_shutdown(site, w("sigterm"))),
         ("clients disconnect mid-stream", _doc(faults.client_disconnects),
          lambda: faults.client_disconnects(site, w("disconnect"))),
         ("mirrors in different states (cache)", _doc(faults.mirror_flip),
@@ -101,9 +110,14 @@ def scenarios(site: Site, work: Path, quick: bool) -> list[Scenario]:
         (f"load: {conns} connections for {secs} s", " ".join((load.__doc__ or "").split()) + (
             f" {conns} clients on one aiohttp connector (one connection each), 90% requests "
             "for 300 files already stored, 10% for files never asked before (misses fetched "
-            f"upstream), after a {warm} s warm-up; three more clients read a 4 MB file one "
-            "byte a second all along."),
-         lambda: load.load(w("load"), connections=conns, seconds=secs, warm=warm)),
+            f"upstream), after a {warm} s warm-up that fills the depot's bounded tables (the "
+            "store up to its `cache.max_size` of 64 MB, then evicting; routes remembered; "
+            "open blobs); three more clients read a 4 MB file one byte a second all along. "
+            "The depot's RSS is sampled every 10 s: after the warm-up it must stay flat (the "
+            "second half's peak within 32 MB of the first half's)."),
+         lambda: load.load(w("load"), connections=conns, seconds=secs, warm=warm, every=10)),
+        *((a.name, a.how, functools.partial(hostile.run_area, a, w("hostile"), examples))
+          for a in hostile.AREAS),
     ]
 
 

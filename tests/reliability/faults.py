@@ -156,6 +156,106 @@ def trickle(site: Site, work: Path, rate: float = 40_000) -> Outcome:
     return out
 
 
+def slow_loris(site: Site, work: Path, rate: float = 200, min_rate: int = 2000,
+               window: float = 2) -> Outcome:
+    """A slow-loris upstream that trickles slower than `upstream.min_rate`: the
+    download is aborted once a window passes below the rate (the waiting
+    client's connection is reset, the depot logs why), nothing is kept, and
+    the next request gets the file whole from the second upstream (the slow
+    one is tried last for a while); once the first one is healthy and the
+    second gone, it serves again."""
+    out = Outcome("upstream slower than min_rate")
+    t0 = time.monotonic()
+    roots = [site.state_a.root.parent, site.state_a.root.parent]
+    limits = f"min_rate = {min_rate}\nmin_rate_window = {window}\n"
+    with running(work, site, roots, upstream=limits) as (depot, ups):
+        a, b = ups
+        pkg, later = site.state_a.packages[2], site.state_a.packages[3]
+        a.slow(f"/debian/{pkg.path}", rate)
+        t1 = time.monotonic()
+        got = fetch(depot.port, f"/deb/{pkg.path}", timeout=60)
+        took = time.monotonic() - t1
+        out.requests += 1
+        out.notes.append(f"trickling at {rate:.0f} bytes/s (min_rate {min_rate} bytes/s over "
+                         f"{window:g} s): HTTP {got.status}, "
+                         f"{'complete' if got.complete else 'cut'} after {len(got.body)} "
+                         f"bytes, in {took:.1f} s (the whole file would take "
+                         f"{(site.state_a.root / pkg.path).stat().st_size / rate:.0f} s)")
+        if got.complete:
+            out.error(f"the trickled download was not aborted: HTTP {got.status}")
+        else:
+            out.refused += 1
+        out.check(took < window * 4 + 5, f"aborted only after {took:.1f} s")
+        out.check("upstream.min_rate" in depot.log(), "no log line names upstream.min_rate")
+        _expect_good(depot.port, f"/deb/{pkg.path}", pkg, out, "next request")
+        out.check(b.count(f"/debian/{pkg.path}") == 1,
+                  "the next request did not go to the second upstream")
+        # the slow one is tried last, not abandoned: with B gone, A serves
+        a.clear_faults()
+        b.stop()
+        _expect_good(depot.port, f"/deb/{later.path}", later, out, "first upstream again")
+        depot.stop()
+        verify_blobs(depot.data_dir, out)
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+def graceful_shutdown(site: Site, work: Path) -> Outcome:
+    """SIGTERM while downloads are in progress: one that completes within the
+    shutdown grace (5 s) is served whole to its client and kept, so after a
+    restart it is a HIT without a new upstream request; one that trickles on
+    past the grace is abandoned: the depot still exits in time, keeps nothing
+    of it, and fetches it again after the restart."""
+    out = Outcome("SIGTERM during downloads")
+    t0 = time.monotonic()
+    with running(work, site, [site.state_a.root.parent]) as (depot, ups):
+        up = ups[0]
+        quick, slow = site.state_a.packages[4], site.state_a.packages[5]
+        paths = {p: f"/debian/{p.path}" for p in (quick, slow)}
+        up.slow(paths[quick], 70_000)    # about 3 s in all
+        up.slow(paths[slow], 5_000)      # 40 s: longer than the grace
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            clients = {p: pool.submit(fetch, depot.port, f"/deb/{p.path}", None, 60)
+                       for p in (quick, slow)}
+            deadline = time.monotonic() + 10
+            while sum(r.path in paths.values() and r.bytes_sent > 0 for r in up.log) < 2:
+                out.check(time.monotonic() < deadline, "the downloads did not start")
+                if out.errors:
+                    break
+                time.sleep(0.05)
+            assert depot.proc is not None
+            t1 = time.monotonic()
+            depot.stop()  # SIGTERM, then waits for the exit
+            took = time.monotonic() - t1
+            got = clients[quick].result()
+            out.requests += 2
+            if got.status == 200 and got.complete and got.sha256 == quick.sha256:
+                out.bytes_verified += len(got.body)
+            else:
+                out.error(f"the client of the finishing download got HTTP {got.status}, "
+                          f"complete={got.complete}")
+            out.refused += not clients[slow].result().complete
+        out.check(took < 12, f"the depot took {took:.1f} s to stop")
+        up.clear_faults()
+        depot.start()
+        got = fetch(depot.port, f"/deb/{quick.path}")
+        out.requests += 1
+        out.check(got.headers.get("X-Pkgdepot-Cache") == "HIT" and got.sha256 == quick.sha256,
+                  f"after the restart: {got.headers.get('X-Pkgdepot-Cache')}, HTTP {got.status}")
+        out.check(up.count(paths[quick]) == 1, "the finished download was fetched again")
+        _expect_good(depot.port, f"/deb/{slow.path}", slow, out, "the abandoned one")
+        out.check(up.count(paths[slow]) == 2, "the abandoned download was not fetched again")
+        out.notes.append(f"SIGTERM {took:.1f} s before the exit; after the restart the "
+                         f"finished download was a {got.headers.get('X-Pkgdepot-Cache')} "
+                         f"(upstream asked {up.count(paths[quick])} time(s) in all), the "
+                         f"abandoned one was asked {up.count(paths[slow])} times")
+        depot.stop()
+        out.check(not any((depot.data_dir / "tmp").iterdir()), "temporary files left behind")
+        verify_blobs(depot.data_dir, out)
+    out.seconds = time.monotonic() - t0
+    return out
+
+
 def client_disconnects(site: Site, work: Path, clients: int = 10) -> Outcome:
     """Clients hang up mid-stream (half of those sharing one slow download):
     the download goes on for the others, and the file is kept whole."""

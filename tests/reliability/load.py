@@ -29,6 +29,7 @@ HOT = 300                 # distinct files that are hits once warm
 MISS_SHARE = 0.1          # the share of requests for files never asked before
 BIG = "/big/b_1_all.deb"  # what the slow clients read
 BIG_SIZE = 4 << 20
+MAX_SIZE = 64 << 20       # the depot's cache.max_size: the store (and its catalog) stay bounded
 OPEN_BLOBS = 2048         # the depot's open-blob cache (pkgdepot.proxy.server.OPEN_BLOBS)
 
 
@@ -50,11 +51,64 @@ def _content(path: str) -> bytes | None:
 
 
 @dataclass
+class Sample:
+    """The depot process at one moment of the load."""
+
+    t: float                 # seconds since the warm-up began
+    rss: int
+    fds: int
+    mem: dict[str, int]      # its own tables (status.json "memory")
+
+
+async def _sampler(pid: int, port: int, every: float, stop: asyncio.Event,
+                   samples: list[Sample], t0: float) -> None:
+    """Sample the depot every `every` seconds until `stop` is set."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        while not stop.is_set():
+            mem: dict[str, int] = {}
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                async with session.get(f"http://127.0.0.1:{port}/_pkgdepot/status.json") as r:
+                    mem = (await r.json()).get("memory", {})
+            samples.append(Sample(time.monotonic() - t0, rss(pid), fds(pid), mem))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+
+@dataclass
 class _Stats:
     done: list[int]
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     bytes_verified: int = 0
+    measured_from: float = 0.0   # when the measured phase began (seconds into the run)
+
+
+def plateau(samples: list[Sample], start: float, out: Outcome, growth: int) -> None:
+    """Memory after the warm-up (`start` seconds into the run) must stay flat:
+    the highest RSS of the measured phase's second half may exceed that of
+    its first half by at most `growth` bytes (a leak climbs all along; a
+    burst of concurrent downloads only lifts the level once)."""
+    measured = [s for s in samples if s.t >= start]
+    if len(measured) < 4:
+        out.error(f"only {len(measured)} memory samples after the warm-up")
+        return
+    step = max(1, len(samples) // 12)
+    shown = samples[::step] if samples[-1] in samples[::step] else [*samples[::step],
+                                                                     samples[-1]]
+    out.notes.append("depot RSS through the run: " + ", ".join(
+        f"{s.t:.0f} s {s.rss >> 20} MB" for s in shown) + f" (the warm-up ends at {start:.0f} s)")
+    half = len(measured) // 2
+    first, second = max(s.rss for s in measured[:half]), max(s.rss for s in measured[half:])
+    entries = [s.mem.get("catalog_entries", 0) for s in measured]
+    opened = [s.mem.get("open_blobs", 0) for s in measured]
+    out.notes.append(
+        f"after the warm-up: RSS {measured[0].rss >> 20} MB, highest {first >> 20} MB in the "
+        f"first half and {second >> 20} MB in the second, {measured[-1].rss >> 20} MB at the "
+        f"end; the depot's own tables: catalog entries in memory {min(entries)}-{max(entries)} "
+        f"(one per stored file; cache.max_size bounds them), open blobs "
+        f"{min(opened)}-{max(opened)} (an LRU of at most {OPEN_BLOBS})")
+    out.check(second <= first + growth, f"memory climbed after the warm-up: highest "
+                                        f"{first >> 20} MB, then {second >> 20} MB")
 
 
 def raise_nofile(need: int) -> None:
@@ -115,12 +169,17 @@ async def _slow_reader(port: int, target: str, seconds: float) -> int:
 
 
 async def _run(port: int, up_port: int, connections: int, seconds: float, warm: float,
-               slow: int, out: Outcome, sample: tuple[int, ...]) -> _Stats:
+               slow: int, out: Outcome, sample: tuple[int, ...], every: float,
+               samples: list[Sample]) -> _Stats:
     base = f"http://127.0.0.1:{port}/127.0.0.1:{up_port}"
     hot = {f"/gen/hot/{i}/h_1_all.deb": "" for i in range(HOT)}
     for p in hot:
         hot[p] = hashlib.sha256(generated(p)).hexdigest()
     stats = _Stats([0] * connections)
+    pid = sample[0]
+    stop = asyncio.Event()
+    t0 = time.monotonic()
+    sampler = asyncio.create_task(_sampler(pid, port, every, stop, samples, t0))
     conn = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
@@ -135,9 +194,9 @@ async def _run(port: int, up_port: int, connections: int, seconds: float, warm: 
         warm_until = time.monotonic() + warm
         await asyncio.gather(*(_client(n, session, base, hot, warm_until, _Stats(
             [0] * connections), random.Random(-n)) for n in range(connections)))
-    pid = sample[0]
     await asyncio.sleep(1.0)  # idle: the server has closed the warm-up connections
     out.rss_start, out.fds_start = rss(pid), fds(pid)
+    stats.measured_from = time.monotonic() - t0
     blobs_start = blob_fds(pid)
     conn = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
     async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
@@ -158,6 +217,8 @@ async def _run(port: int, up_port: int, connections: int, seconds: float, warm: 
         await watcher
     await asyncio.sleep(1.0)  # idle again
     out.rss_end, out.fds_end = rss(pid), fds(pid)
+    stop.set()
+    await sampler
     blobs_end = blob_fds(pid)
     out.notes.append(f"depot fds at the peak of the load: {peak[0]}; when idle, before and "
                      f"after: {out.fds_start - blobs_start} + {blobs_start} blobs held open "
@@ -176,7 +237,9 @@ async def _run(port: int, up_port: int, connections: int, seconds: float, warm: 
 
 
 def load(work: Path, connections: int = 1000, seconds: float = 25, slow: int = 3,
-         p99_bound: float = 15.0, warm: float = 8.0) -> Outcome:
+         p99_bound: float = 15.0, warm: float = 8.0, every: float = 5.0,
+         samples: list[Sample] | None = None, max_size: int = MAX_SIZE,
+         growth: int = 32 << 20) -> Outcome:
     """`connections` clients for `warm` seconds (not measured), then for
     `seconds` with `slow` one-byte-a-second readers beside them."""
     out = Outcome(f"load: {connections} connections for {seconds:.0f} s")
@@ -187,7 +250,8 @@ def load(work: Path, connections: int = 1000, seconds: float = 25, slow: int = 3
     with Upstream(root) as up:
         up.generate("/gen/", generated)
         up.generate("/big/", _big)
-        cfg = ('[upstream]\nallow_networks = ["127.0.0.0/8"]\n')
+        cfg = ('[upstream]\nallow_networks = ["127.0.0.0/8"]\n'
+               f'[cache]\nmax_size = "{max_size >> 20}M"\n')
         with DepotProcess(work / "depot", cfg) as depot:
             assert depot.proc is not None
             pid = depot.proc.pid
@@ -195,8 +259,10 @@ def load(work: Path, connections: int = 1000, seconds: float = 25, slow: int = 3
             out.notes.append(f"depot's soft RLIMIT_NOFILE after start: {limit}")
             out.check(limit >= connections + 256,
                       f"the depot's file limit ({limit}) cannot hold {connections} clients")
+            samples = [] if samples is None else samples
             stats = asyncio.run(_run(depot.port, up.port, connections, seconds, warm, slow,
-                                     out, (pid,)))
+                                     out, (pid,), every, samples))
+    plateau(samples, stats.measured_from, out, growth)
     out.requests = len(stats.latencies) + len(stats.errors)
     out.errors += stats.errors[:50]
     out.bytes_verified = stats.bytes_verified
@@ -210,7 +276,7 @@ def load(work: Path, connections: int = 1000, seconds: float = 25, slow: int = 3
                      f"{statistics.median(stats.done):.0f}, max {most}")
     out.check(least >= 1, "a client completed no request")
     out.check(p99 <= p99_bound, f"p99 latency {p99:.1f} s above {p99_bound} s")
-    out.check(out.rss_end <= out.rss_start + (64 << 20),
+    out.check(out.rss_end <= out.rss_start + growth,
               f"memory grew: {out.rss_start >> 20} -> {out.rss_end >> 20} MB")
     out.seconds = time.monotonic() - t0
     return out

@@ -43,22 +43,24 @@ class Site:
     def close(self) -> None:
         self.key.close()
 
-    def config(self, *upstreams: Upstream, extra: str = "") -> str:
+    def config(self, *upstreams: Upstream, extra: str = "", upstream: str = "") -> str:
+        """The depot's config; `upstream`: more lines for its [upstream] table."""
         urls = ", ".join(f'"{u.url}/debian"' for u in upstreams)
         return ('[upstream]\nallow_networks = ["127.0.0.0/8"]\nread_timeout = 2\n'
-                "connect_timeout = 2\n[cache]\nrevalidate_after = 1\nnegative_ttl = 1\n"
+                f"connect_timeout = 2\n{upstream}[cache]\nrevalidate_after = 1\nnegative_ttl = 1\n"
                 f'[repos.deb]\nupstreams = [{urls}]\nkeyring = "{self.key.public_armored}"\n'
                 + extra)
 
 
 @contextlib.contextmanager
 def running(work: Path, site: Site, roots: list[Path], extra: str = "",
-            prime: bool = True) -> Iterator[tuple[DepotProcess, list[Upstream]]]:
+            prime: bool = True, upstream: str = ""
+            ) -> Iterator[tuple[DepotProcess, list[Upstream]]]:
     """Upstreams for `roots` (each the parent of a debian/ tree) and a depot
     whose named repository `deb` uses them in order; with `prime`, the depot
     has fetched InRelease and Packages, so it knows every package's hash."""
     ups = [Upstream(r).start() for r in roots]
-    depot = DepotProcess(work / "depot", site.config(*ups, extra=extra))
+    depot = DepotProcess(work / "depot", site.config(*ups, extra=extra, upstream=upstream))
     try:
         depot.start()
         if prime:

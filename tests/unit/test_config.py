@@ -16,6 +16,10 @@ def test_defaults() -> None:
     assert (c.listen_host, c.listen_port) == ("0.0.0.0", 3142)
     assert c.repos == {}
     assert any(str(n) == "127.0.0.0/8" for n in c.allow_clients)
+    assert (c.min_rate, c.min_rate_window) == (1024, 30.0)
+    slow = from_mapping({"upstream": {"min_rate": "2K", "min_rate_window": 10}})
+    assert (slow.min_rate, slow.min_rate_window) == (2048, 10.0)
+    assert from_mapping({"upstream": {"min_rate": 0, "min_rate_window": 0}}).min_rate == 0
 
 
 @pytest.mark.parametrize(("doc", "message"), [
@@ -24,6 +28,8 @@ def test_defaults() -> None:
     ({"cache": {"revalidate_after": "10"}}, "cache.revalidate_after: expected a number"),
     ({"cache": {"revalidate_after": -1}}, "cache.revalidate_after: must not be negative"),
     ({"upstream": {"allow_networks": ["10.0.0.0/33"]}}, "upstream.allow_networks"),
+    ({"upstream": {"min_rate": "fast"}}, "upstream.min_rate: expected a size"),
+    ({"upstream": {"min_rate_window": 0.5}}, "upstream.min_rate_window: must be at least 1"),
     ({"nosuch": {}}, "nosuch: unknown section"),
     ({"repos": {"d": {}}}, "repos.d.upstreams: missing"),
     ({"repos": {"d": {"upstreams": ["ftp://x.example/"]}}}, "repos.d.upstreams"),
