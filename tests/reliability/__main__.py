@@ -149,11 +149,12 @@ def main() -> int:
                 if args.report:  # written as it goes: a long run is never lost
                     report = Path(args.report)
                     report.parent.mkdir(parents=True, exist_ok=True)
-                    report.write_text(_render(rows, command, started))
+                    # the run's temporary directory is no path of the reader's machine
+                    report.write_text(_render(rows, command, started).replace(tmp, "$TMP"))
         finally:
             site.close()
     if not args.report:
-        sys.stdout.write(_render(rows, command, started))
+        sys.stdout.write(_render(rows, command, started).replace(tmp, "$TMP"))
     return 1 if any(out.errors for _sc, out in rows) else 0
 
 
