@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,14 +50,22 @@ class Unpacked:
     control: dict[str, str] = field(default_factory=dict)  # a deb's control fields
 
 
+_CWD_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _cwd(path: Path) -> Iterator[None]:
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
+    """Extract relative to `path`: libarchive writes members relative to the
+    working directory, which is one per process, so one extraction at a time
+    (a second thread must never see the first one's directory, or its own
+    members would land elsewhere)."""
+    with _CWD_LOCK:
+        old = os.getcwd()
+        os.chdir(path)
+        try:
+            yield
+        finally:
+            os.chdir(old)
 
 
 def _member_path(name: str, what: str) -> str:
