@@ -87,6 +87,15 @@ class DepotProcess:
         except FileNotFoundError:
             return ""
 
+    def head(self, path: str, timeout: float = 30) -> dict[str, str]:
+        """HEAD: the response headers (also of an HTTP error)."""
+        req = urllib.request.Request(self.url + path, method="HEAD")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return dict(r.headers)
+        except urllib.error.HTTPError as e:
+            return dict(e.headers)
+
     def get(self, path: str, headers: dict[str, str] | None = None,
             timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
         """GET (status, headers, body) without raising on HTTP errors."""

@@ -60,6 +60,10 @@ def disk_full(site: Site, work: Path) -> Outcome:
             have = pkgs[:3]
             for p in have:
                 _good(depot, p.path, p.sha256, out, "before")
+            # clients get the last byte once a file is verified, before it is moved
+            # into the store and recorded: fill the disk only once all three are
+            # (a record cut short by the full disk would, rightly, make a miss)
+            out.check(_recorded(depot, [p.path for p in have]), "files recorded before filling")
             # 1. full: hits go on, misses are refused with a reason
             _fill(filler)
             out.notes.append(f"filled the {TMPFS_MB} MB tmpfs ({filler.stat().st_size} "
@@ -113,6 +117,16 @@ def disk_full(site: Site, work: Path) -> Outcome:
         out.check(not any(data.iterdir()), "the tmpfs leaked into the host's view")
     out.seconds = time.monotonic() - t0
     return out
+
+
+def _recorded(depot: DepotProcess, paths: list[str], timeout: float = 30.0) -> bool:
+    """Whether every path is answered from the store (HEAD says HIT) in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(depot.head(f"/deb/{p}").get("X-Pkgdepot-Cache") == "HIT" for p in paths):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _good(depot: DepotProcess, path: str, sha: str, out: Outcome, what: str) -> None:
