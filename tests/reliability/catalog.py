@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from tests.depot import ROOT, DepotProcess
-from tests.reliability.outcome import Outcome, fetch, verify_blobs
+from tests.reliability.outcome import Outcome, verify_blobs
 from tests.reliability.site import INDEX, Site
 from tests.support.upstream import Upstream
 
@@ -50,12 +50,7 @@ def _serve_all(depot: DepotProcess, site: Site, out: Outcome) -> None:
         out.requests += 1
         out.check(depot.get(path)[0] == 200, f"{path} not served")
     for p in site.state_a.packages:
-        got = fetch(depot.port, f"/deb/{p.path}")
-        out.requests += 1
-        if got.status == 200 and got.complete and got.sha256 == p.sha256:
-            out.bytes_verified += len(got.body)
-        else:
-            out.error(f"{p.path}: HTTP {got.status}")
+        out.fetch_good(depot.port, f"/deb/{p.path}", p.sha256, "serving")
 
 
 def repair_catalog(data_dir: Path) -> subprocess.CompletedProcess[str]:

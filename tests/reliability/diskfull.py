@@ -130,10 +130,5 @@ def _recorded(depot: DepotProcess, paths: list[str], timeout: float = 30.0) -> b
 
 
 def _good(depot: DepotProcess, path: str, sha: str, out: Outcome, what: str) -> None:
-    got = fetch(depot.port, f"/deb/{path}")
-    out.requests += 1
-    if got.status == 200 and got.complete and got.sha256 == sha:
-        out.bytes_verified += len(got.body)
-    else:
-        out.error(f"{what}: {path}: HTTP {got.status} {got.body[:200]!r}")
+    out.fetch_good(depot.port, f"/deb/{path}", sha, what)
 

@@ -27,13 +27,7 @@ Inject = Callable[[Upstream, str, AptPackage], None]
 
 
 def _expect_good(port: int, path: str, pkg: AptPackage, out: Outcome, what: str) -> None:
-    got = fetch(port, path)
-    out.requests += 1
-    if got.status == 200 and got.complete and got.sha256 == pkg.sha256:
-        out.bytes_verified += len(got.body)
-    else:
-        out.error(f"{what}: {path}: HTTP {got.status}, complete={got.complete}, "
-                  f"{len(got.body)} bytes")
+    out.fetch_good(port, path, pkg.sha256, what)
 
 
 def _never_wrong(port: int, path: str, pkg: AptPackage, out: Outcome, what: str) -> None:
@@ -229,11 +223,7 @@ def graceful_shutdown(site: Site, work: Path) -> Outcome:
             took = time.monotonic() - t1
             got = clients[quick].result()
             out.requests += 2
-            if got.status == 200 and got.complete and got.sha256 == quick.sha256:
-                out.bytes_verified += len(got.body)
-            else:
-                out.error(f"the client of the finishing download got HTTP {got.status}, "
-                          f"complete={got.complete}")
+            out.verified(got, quick.sha256, "the client of the finishing download")
             out.refused += not clients[slow].result().complete
         out.check(took < 12, f"the depot took {took:.1f} s to stop")
         up.clear_faults()
@@ -278,12 +268,7 @@ def client_disconnects(site: Site, work: Path, clients: int = 10) -> Outcome:
             list(pool.map(quitter, range(clients - clients // 2)))
             out.requests += clients
             for f in stayers:
-                got = f.result()
-                if got.status == 200 and got.complete and got.sha256 == pkg.sha256:
-                    out.bytes_verified += len(got.body)
-                else:
-                    out.error(f"a staying client got HTTP {got.status}, "
-                              f"complete={got.complete}")
+                out.verified(f.result(), pkg.sha256, "a staying client")
         out.check(ups[0].count(f"/debian/{pkg.path}") == 1, "the download was restarted")
         _expect_good(depot.port, path, pkg, out, "after the disconnects")
         depot.stop()

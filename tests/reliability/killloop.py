@@ -62,12 +62,7 @@ def _mirror_consistent(depot: DepotProcess, states: list[AptRepo], out: Outcome)
     out.requests += 1
     out.check(got.body == (state.root / INDEX).read_bytes(), "the mirror mixes two states")
     for p in state.packages:
-        got = fetch(depot.port, f"/mir/{p.path}")
-        out.requests += 1
-        if got.status == 200 and got.complete and got.sha256 == p.sha256:
-            out.bytes_verified += len(got.body)
-        else:
-            out.error(f"mirror {p.path}: HTTP {got.status} complete={got.complete}")
+        out.fetch_good(depot.port, f"/mir/{p.path}", p.sha256, "mirror")
     return state.packages[0].version
 
 

@@ -36,6 +36,23 @@ class Outcome:
         if not ok:
             self.errors.append(msg)
 
+    def verified(self, got: Got, sha256: str, what: str) -> bool:
+        """Count a whole body that has the file's hash as verified bytes; any
+        other answer is an error named by `what`."""
+        if got.status == 200 and got.complete and got.sha256 == sha256:
+            self.bytes_verified += len(got.body)
+            return True
+        self.error(f"{what}: HTTP {got.status}, complete={got.complete}, "
+                   f"{len(got.body)} bytes {got.body[:200]!r}")
+        return False
+
+    def fetch_good(self, port: int, path: str, sha256: str, what: str) -> Got:
+        """GET `path` from the depot (one request) and check it as `verified` does."""
+        got = fetch(port, path)
+        self.requests += 1
+        self.verified(got, sha256, f"{what}: {path}")
+        return got
+
     def merge(self, other: Outcome) -> None:
         self.requests += other.requests
         self.refused += other.refused
