@@ -154,7 +154,6 @@ def memory(depot: Depot) -> dict[str, int]:
     cache = depot.cache
     return {"rss": _proc_rss(), "fds": len(os.listdir("/proc/self/fd")),
             "catalog_entries": depot.store.entry_count(),
-            "small_blobs": len(depot.small), "small_blob_bytes": depot.small.size,
             "open_blobs": len(depot.open_blobs),
             "flights": len(cache.flights) if cache is not None else 0,
             "negative": len(cache.negative) if cache is not None else 0,
