@@ -128,6 +128,44 @@ def _release_text(upstream: deb822.Release, files: dict[str, bytes], m: MirrorCo
     return ("\n".join(lines) + "\n").encode()
 
 
+class _Placer:
+    """Writes small verified downloads into the store in batches, from one
+    thread, while the downloads go on: one thread hop per batch instead of
+    one per file (the hops, not the writes, were most of a many-file sync's
+    cost). `drain` waits for everything queued and raises what failed."""
+
+    def __init__(self, store: FsStore) -> None:
+        self._store = store
+        self._pending: list[tuple[bytes, str]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None
+
+    def put(self, data: bytes, sha256: str) -> None:
+        self._pending.append((data, sha256))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await asyncio.to_thread(self._store.place_many, batch)
+        except BaseException as e:
+            self._failed = e  # kept until drained: nothing queued since counts as placed
+            raise
+        finally:
+            self._task = None  # nothing pending: the next put starts a new run
+
+    async def drain(self) -> None:
+        while self._task is not None:
+            await asyncio.wait([self._task])  # its error is kept in _failed
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            self._pending.clear()
+            raise failed
+
+
 class Mirror:
     def __init__(self, config: Config, repo: RepoConfig, store: FsStore, snapshots: Snapshots,
                  fetcher: Fetcher) -> None:
@@ -144,6 +182,7 @@ class Mirror:
         self.result = SyncResult(repo.name, None)
         self._suites: list[tuple[str, deb822.Release]] = []
         self._kept: dict[str, str] = {}  # package location -> sha256 in the store
+        self._placer = _Placer(store)
 
     async def sync(self) -> SyncResult:
         t0 = time.monotonic()
@@ -588,7 +627,10 @@ class Mirror:
             sha, size = await self._download(w)
             out[w.path] = (sha, size)
 
-        await self._gather(wants, one, "metadata")
+        try:
+            await self._gather(wants, one, "metadata")
+        finally:
+            await self._placer.drain()
         return out
 
     async def _packages(self, packages: list[Package]) -> None:
@@ -623,6 +665,7 @@ class Mirror:
 
         async def flush() -> None:
             entries, batch[:] = list(batch), []
+            await self._placer.drain()
             if entries:
                 # one sync of the file system for the whole batch, then one
                 # transaction: a blob is durable before the catalog names it
@@ -667,8 +710,9 @@ class Mirror:
                             f"(first: {errors[0]}); nothing was published")
 
     async def _download(self, w: Want, bar: Progress | None = None) -> tuple[str, int]:
-        """Download, verify and place one file as a blob (not yet fsynced: the
-        caller syncs before anything names it). Its sha256 and size."""
+        """Download, verify and place one file as a blob (small ones are queued
+        on the placer: the caller drains it, and syncs, before anything names
+        them). Its sha256 and size."""
         errors: list[str] = []
         # A by-hash copy first (immune to a publish upstream during the sync),
         # then, as apt does when by-hash fails, the file's own path.
@@ -729,8 +773,9 @@ class Mirror:
             if body is not None:
                 if bar is not None:
                     bar.advance(size)
-                # durability: the caller syncs before it records the blob anywhere
-                await asyncio.to_thread(self.store.place_bytes, body, hexd)
+                # written in a batch; the caller drains the placer and syncs
+                # before it records the blob anywhere
+                self._placer.put(body, hexd)
             else:
                 assert temp is not None
                 await asyncio.to_thread(self.store._place, temp, hexd, True)

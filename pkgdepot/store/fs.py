@@ -19,6 +19,7 @@ import errno
 import hashlib
 import logging
 import os
+import secrets
 import sqlite3
 import stat
 import tempfile
@@ -127,6 +128,7 @@ class FsStore:
         self.tmp = data_dir / "tmp"
         self.derived = data_dir / "derived"
         self._entries: dict[str, Entry] = {}
+        self._shards: set[Path] = set()  # blob shard directories checked by place_many
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="pkgdepot-catalog")
         self._db: sqlite3.Connection | None = None
         #: key -> when it was last read, not yet written to the catalog (see flush_access)
@@ -262,17 +264,44 @@ class FsStore:
     def place_bytes(self, data: bytes, sha256: str) -> None:
         """Blocking: write verified content as the blob `sha256` (no fsync: the
         caller syncs before anything references it)."""
-        if is_blob(self.blob_path(sha256)):
-            with contextlib.suppress(FileNotFoundError):
-                os.utime(self.blob_path(sha256), follow_symlinks=False)
-                return
-        temp = self.new_temp()
-        try:
-            temp.write_bytes(data)
-            self._place(temp, sha256, True)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        self.place_many([(data, sha256)])
+
+    def place_many(self, items: Iterable[tuple[bytes, str]]) -> None:
+        """Blocking: write verified contents as blobs, each under its sha256
+        (no fsync: the caller syncs before anything references them). Few
+        system calls a blob, for mirrors of many small files: each is created
+        read-only under a fresh temporary name, written and renamed into
+        place; shard directories are checked once per process."""
+        for data, sha256 in items:
+            dest = self.blob_path(sha256)
+            if is_blob(dest):
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(dest, follow_symlinks=False)
+                    continue
+            if dest.parent not in self._shards:
+                ensure_dir(dest.parent)  # a planted link in a shard's place is refused
+                self._shards.add(dest.parent)
+            temp = self.tmp / f"put-{sha256[:16]}-{secrets.token_hex(6)}"
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                             | os.O_NOFOLLOW, 0o444)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                finally:
+                    os.close(fd)
+                os.replace(temp, dest)
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                if e.errno == errno.ENOSPC:
+                    raise StoreError(f"the data directory is full: {sha256} not kept",
+                                     hint=f"free space on the file system of {self.root}"
+                                     ) from e
+                raise
+            self.bytes_placed += len(data)
+            self.files_placed += 1
 
     async def put_bytes(self, data: bytes) -> str:
         """Store small content (generated metadata) as a blob; its sha256."""

@@ -235,3 +235,44 @@ def test_sync_reads_bodies_that_arrive_in_pieces(tmp_path: Path, upstream: Upstr
         status, _headers, body = depot.get("/deb/" + p.path)
         assert status == 200 and len(body) > 4000
         assert hashlib.sha256(body).hexdigest() == p.sha256
+
+
+BIG_DEBS = [DebSpec(f"big{i}", "1.0", size_padding=60_000) for i in range(40)]
+FULL_DISK_SCRIPT = r"""
+mount -t tmpfs -o size=1m pkgdepot-test "$DATA" || exit 99
+run() { "$PY" -m pkgdepot "$@" --data-dir "$DATA" --config "$CFG"; echo "rc=$?"; }
+echo "== full"; run mirror sync deb
+echo "== list"; run snapshot list deb --json
+mount -o remount,size=64m "$DATA" || exit 98
+echo "== room"; run mirror sync deb
+echo "== verify"; run verify
+"""
+
+
+def test_mirror_sync_on_a_full_disk_publishes_nothing_then_resumes(
+        tmp_path: Path, upstream: Upstream, gpg_key: GpgKey) -> None:
+    """The data directory (a 1 MB tmpfs in a private mount namespace, gone
+    with it) fills up while the packages (40 x 60 kB) are written: the sync
+    fails with a message that says so and publishes nothing. Once there is
+    room, the next sync keeps what was already written and publishes a state
+    whose every blob holds the bytes its name says."""
+    build_apt_repo(upstream.root / "debian", gpg_key, BIG_DEBS)
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg = tmp_path / "pkgdepot.toml"
+    cfg.write_text(config(upstream, gpg_key.public_armored))
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", FULL_DISK_SCRIPT],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, timeout=300,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PY": sys.executable,
+             "DATA": str(data), "CFG": str(cfg), "PYTHONPATH": str(ROOT)})
+    out = proc.stdout
+    assert proc.returncode == 0, out
+    parts = dict(p.split("\n", 1) for p in out.split("== ")[1:])
+    assert "rc=1" in parts["full"] and "full" in parts["full"].lower(), parts["full"]
+    assert "nothing published" in parts["full"], parts["full"]
+    assert '"id"' not in parts["list"], parts["list"]  # no state at all
+    assert "rc=0" in parts["room"] and "published snapshot" in parts["room"], parts["room"]
+    assert "40 packages" in parts["room"], parts["room"]
+    assert "rc=0" in parts["verify"], parts["verify"]
+    assert not any(data.iterdir()), "the tmpfs leaked out of its mount namespace"
