@@ -4,7 +4,6 @@ become exit codes and messages for people."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import signal
@@ -52,6 +51,8 @@ Configuration keys (TOML, --config FILE):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from pkgdepot.logs import use_log_format
     from pkgdepot.proxy.server import serve
 
@@ -99,6 +100,8 @@ def _with_store(args: argparse.Namespace, fn: Callable[[FsStore, Snapshots, Conf
                                                        Awaitable[int]]) -> int:
     """Open the data directory beside a possibly running server (no recovery
     steps) and run one async command against it."""
+    import asyncio
+
     from pkgdepot.snapshots import Snapshots
     from pkgdepot.store.fs import FsStore
 
@@ -192,13 +195,23 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _mirror_sync(args: argparse.Namespace) -> int:
-    from pkgdepot.mirror import run_sync
-
     config = _config(args)
     names = args.names or sorted(r.name for r in config.repos.values() if r.mirror)
     if not names:
         raise ConfigError("no mirrors in the configuration",
                           hint="add a [repos.NAME.mirror] table")
+    if config.admin_listen and not args.in_process:
+        from pkgdepot.ops import adminclient
+
+        try:
+            return adminclient.sync(config, names)
+        except adminclient.Unavailable as e:
+            print(f"pkgdepot: no depot answers on server.admin_listen ({e}): syncing in "
+                  "this process", file=sys.stderr)
+    import asyncio
+
+    from pkgdepot.mirror import run_sync
+
     failed = 0
     for name in names:
         try:
@@ -339,8 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "store lacks (each file checked against its index), then publish the new "
                     "state atomically as a snapshot. Clients keep getting the previous state "
                     "until then. An interrupted sync publishes nothing and resumes where it "
-                    "stopped. Exit status 1 if any mirror failed.")
+                    "stopped. Exit status 1 if any mirror failed. With server.admin_listen "
+                    "set and a depot listening there, the depot does the sync (it serves "
+                    "the mirror; this command only waits for its answer).")
     ms.add_argument("names", nargs="*", metavar="NAME", help="mirrors to sync (default: all)")
+    ms.add_argument("--in-process", action="store_true",
+                    help="sync in this process even when a depot listens on "
+                         "server.admin_listen")
     ms.set_defaults(func=_mirror_sync)
 
     b = sub.add_parser(

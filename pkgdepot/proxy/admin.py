@@ -25,30 +25,25 @@ import asyncio
 import hmac
 import json
 import logging
-import os
-import stat
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from pkgdepot.config import Config
 from pkgdepot.errors import (
     BadRequest,
-    ConfigError,
     Forbidden,
     MethodNotAllowed,
     NotFound,
     PkgdepotError,
     Unauthorized,
 )
+from pkgdepot.ops.adminclient import read_token
 
 if TYPE_CHECKING:
     from pkgdepot.proxy.server import Depot
 
 log = logging.getLogger(__name__)
-MIN_TOKEN = 16
 MAX_BODY = 64 << 10
 #: First path segments of the admin API; the client port refuses POSTs to them.
 ADMIN_FIRST_SEGMENTS = frozenset({"mirror", "snapshot", "prune", "gc"})
@@ -67,24 +62,6 @@ def is_admin_target(target: str) -> bool:
     """Whether a request target on the client port names an admin endpoint."""
     first = target.lstrip("/").split("/", 1)[0].split("?", 1)[0]
     return first in ADMIN_FIRST_SEGMENTS
-
-
-def read_token(config: Config) -> bytes:
-    """The admin token from server.admin_token_file, checked."""
-    path = Path(config.admin_token_file)
-    try:
-        st = os.stat(path)
-        token = path.read_bytes().strip()
-    except OSError as e:
-        raise ConfigError(f"server.admin_token_file: cannot read {path}: {e.strerror}") from e
-    if len(token) < MIN_TOKEN or any(c < 0x21 or c > 0x7e for c in token):
-        raise ConfigError(f"server.admin_token_file: {path} must hold one token of at least "
-                          f"{MIN_TOKEN} printable characters",
-                          hint="e.g. head -c 32 /dev/urandom | base64 > FILE")
-    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
-        raise ConfigError(f"server.admin_token_file: {path} is readable by other users",
-                          hint=f"chmod 600 {path}")
-    return token
 
 
 class Admin:

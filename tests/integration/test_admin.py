@@ -164,3 +164,44 @@ def _write(p: Path, text: str) -> Path:
     p.write_text(text)
     p.chmod(0o600)
     return p
+
+
+def test_cli_sync_is_done_by_the_running_depot(env: tuple[DepotProcess, str]) -> None:
+    """With server.admin_listen set, `pkgdepot mirror sync` asks the depot
+    listening there: the sync runs in the server (its log says so) and the
+    command prints the depot's summary."""
+    depot, _admin = env
+    out = cli(depot, "mirror", "sync", "deb")
+    assert "published snapshot" in out and "by the depot at 127.0.0.1:" in out, out
+    assert "admin: deb: published snapshot" in depot.log()
+    status, _h, _b = depot.get("/deb/dists/stable/InRelease")
+    assert status == 200
+    # --in-process syncs in the command itself: upstream unchanged, nothing to do
+    out = cli(depot, "mirror", "sync", "deb", "--in-process")
+    assert "upstream unchanged" in out and "by the depot" not in out, out
+
+
+def test_cli_sync_without_a_listening_depot_syncs_in_process(
+        tmp_path: Path, upstream: Upstream, gpg_key: GpgKey) -> None:
+    build_apt_repo(upstream.root / "debian", gpg_key,
+                   [DebSpec("hello", "1.0", files={"usr/share/hello": b"1\n"})])
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    cfg = tmp_path / "pkgdepot.toml"
+    cfg.write_text(f"""
+[server]
+admin_listen = "127.0.0.1:{free_port()}"
+admin_token_file = "{token_file}"
+[repos.deb]
+upstreams = ["{upstream.url}/debian"]
+keyring = "{gpg_key.public_armored}"
+[repos.deb.mirror]
+suites = ["stable"]
+""")
+    proc = subprocess.run([sys.executable, "-m", "pkgdepot", "mirror", "sync", "deb",
+                           "--data-dir", str(tmp_path / "data"), "--config", str(cfg)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "no depot answers on server.admin_listen" in proc.stderr
+    assert "published snapshot" in proc.stdout and "by the depot" not in proc.stdout
