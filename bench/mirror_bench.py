@@ -26,6 +26,7 @@ import os
 import platform
 import random
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -764,6 +765,10 @@ def _bench_mirror(ctx: Ctx, res: dict[str, Any], debian: Path, specs: list[DebSp
     if ap is not None:
         res["nochange_aptly"] = _aptly_step(ctx, ap, [["mirror", "update", kr, "deb"]], set())
 
+    # The same kind of syncs, handed to a running depot (server.admin_listen):
+    # the command only asks; the server, already started, does the work.
+    res.update(_bench_delegated(ctx, debian, specs2, changed, pd))
+
     # What each tool says changed between the two states.
     snaps = pd.snapshots()
     res["pkgdepot_snapshots"] = len(snaps)
@@ -783,6 +788,49 @@ def _bench_mirror(ctx: Ctx, res: dict[str, Any], debian: Path, specs: list[DebSp
         res["aptly_root"] = ap.size()
     res["pkgdepot_store"] = store_state(pd.data_dir)
     return res
+
+
+def _bench_delegated(ctx: Ctx, debian: Path, specs: list[DebSpec], changed: set[int],
+                     pd: Pkgdepot) -> dict[str, Any]:
+    """Another 1% changed, synced by `pkgdepot mirror sync` against a depot
+    that listens on server.admin_listen (the sync runs in the server; its CPU
+    is counted with the command's), then a no-change sync the same way."""
+    token = ctx.tmp / "admin-token"
+    token.write_text(secrets.token_hex(16) + "\n")
+    token.chmod(0o600)
+    conf = ctx.tmp / "pkgdepot-mirror-admin.toml"
+    mirror_config(ctx, conf)
+    admin_port, port = free_port(), free_port()
+    with open(conf, "a") as f:
+        f.write(f'[server]\nadmin_listen = "127.0.0.1:{admin_port}"\n'
+                f'admin_token_file = "{token}"\n')
+    proc = ctx.procs.start("pkgdepot serve (admin)", [
+        *pd.exe.split(), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir",
+        str(pd.data_dir), "--config", str(conf)], ctx.tmp / "pkgdepot-admin-serve.log")
+    out: dict[str, Any] = {}
+    try:
+        wait_port(admin_port, proc)
+        via = Pkgdepot(pd.exe, pd.data_dir, conf)
+        specs3 = [DebSpec(sp.name, "1.2", size_padding=sp.size_padding) if i in changed
+                  else sp for i, sp in enumerate(specs)]
+        time.sleep(1.1)
+        repo3 = build_apt_repo(debian, ctx.key, specs3, suite=SUITE)
+        expected = {f"/debian/{pk.path}" for pk in repo3.packages if pk.version == "1.2"}
+        log(f"mirror: incremental sync ({len(expected)} new versions) by the running depot")
+        for key, want in (("incremental_delegated", expected), ("nochange_delegated", set())):
+            cpu0 = proc_cpu(proc.pid)
+            r = _pd_sync(ctx, via, want)
+            r["server_cpu"] = proc_cpu(proc.pid) - cpu0
+            r["cpu"] += r["server_cpu"]
+            if not any("by the depot" in line for line in r["output"]):
+                ctx.note(f"{key}: the command did not hand the sync to the depot: "
+                         f"{r['output']}")
+            if want and not r["once"]["ok"]:
+                ctx.note(f"{key}: fetched other than the new packages: {r['once']}")
+            out[key] = r
+    finally:
+        proc.stop()
+    return out
 
 
 def snapshot_config(ctx: Ctx, path: Path) -> None:
@@ -1218,6 +1266,13 @@ def rows(res: dict[str, Any]) -> list[Row]:
             dig(m, "nochange_aptly", "seconds"))
         add("no-change: bytes from origin", dig(m, "nochange_pkgdepot", "traffic", "bytes"),
             dig(m, "nochange_aptly", "traffic", "bytes"), fmt_b)
+        add("incremental sync, by the running depot (admin API)",
+            dig(m, "incremental_delegated", "seconds"), dig(m, "incremental_aptly", "seconds"),
+            note="another 1% changed; `pkgdepot mirror sync` hands it to the server")
+        add("... CPU (command + server)", dig(m, "incremental_delegated", "cpu"),
+            dig(m, "incremental_aptly", "cpu"))
+        add("no-change sync, by the running depot", dig(m, "nochange_delegated", "seconds"),
+            dig(m, "nochange_aptly", "seconds"))
         add("snapshot diff of the two states", dig(m, "diff_pkgdepot", "seconds"),
             dig(m, "diff_aptly", "seconds"))
     if s:
