@@ -68,31 +68,31 @@ OPEN_BLOBS = 8192              # blobs kept open for sendfile (see _raise_nofile
 
 
 class OpenBlobs:
-    """An LRU of open blob files shared by concurrent responses (sendfile takes
-    explicit offsets, so one descriptor serves many clients). A file is closed
-    only once the last response using it is done."""
+    """An LRU of open blob descriptors shared by concurrent responses
+    (sendfile takes explicit offsets, so one descriptor serves many clients).
+    A descriptor is closed only once the last response using it is done."""
 
     def __init__(self, limit: int = OPEN_BLOBS) -> None:
-        self._files: OrderedDict[str, list[Any]] = OrderedDict()  # sha -> [file, users]
+        self._files: OrderedDict[str, list[int]] = OrderedDict()  # sha -> [fd, users]
         self._limit = limit
 
-    def get(self, sha: str) -> BinaryIO | None:
+    def get(self, sha: str) -> int | None:
         item = self._files.get(sha)
         if item is None:
             return None
         self._files.move_to_end(sha)
         item[1] += 1
-        return item[0]  # type: ignore[no-any-return]
+        return item[0]
 
-    def put(self, sha: str, f: BinaryIO) -> BinaryIO:
+    def put(self, sha: str, fd: int) -> int:
         item = self._files.get(sha)
         if item is not None:  # another response opened it meanwhile
-            f.close()
+            os.close(fd)
             item[1] += 1
-            return item[0]  # type: ignore[no-any-return]
-        self._files[sha] = [f, 1]
+            return item[0]
+        self._files[sha] = [fd, 1]
         self._evict()
-        return f
+        return fd
 
     def release(self, sha: str) -> None:
         item = self._files.get(sha)
@@ -102,17 +102,17 @@ class OpenBlobs:
                 self._evict()
 
     def _evict(self) -> None:
-        """Close the least recently used files that no response is using until
-        the limit holds. Busy ones are skipped, not waited for: a client that
-        reads one byte a second must not stop the cache from shrinking (that
-        let it grow without bound, a descriptor per blob ever served)."""
+        """Close the least recently used descriptors that no response is using
+        until the limit holds. Busy ones are skipped, not waited for: a client
+        that reads one byte a second must not stop the cache from shrinking
+        (that let it grow without bound, a descriptor per blob ever served)."""
         if len(self._files) <= self._limit:
             return
         for sha in list(self._files):
             item = self._files[sha]
             if item[1] <= 0:
                 del self._files[sha]
-                item[0].close()
+                os.close(item[0])
                 if len(self._files) <= self._limit:
                     return
 
@@ -128,7 +128,7 @@ class OpenBlobs:
         item = self._files.get(sha)
         if item is not None and item[1] <= 0:
             del self._files[sha]
-            item[0].close()
+            os.close(item[0])
 
 
 class _HeadersHeld(web.StreamResponse):
@@ -138,7 +138,7 @@ class _HeadersHeld(web.StreamResponse):
     _send_headers_immediately = False
 
 
-def _send_direct(transport: asyncio.Transport, head: bytes, f: BinaryIO, size: int) -> int:
+def _send_direct(transport: asyncio.Transport, head: bytes, blob: int, size: int) -> int:
     """Send `head` and then as much of the file as the socket takes now,
     without blocking. Returns the file bytes sent, or minus the number of
     head bytes still unsent (then no file bytes went). A connection that
@@ -158,7 +158,7 @@ def _send_direct(transport: asyncio.Transport, head: bytes, f: BinaryIO, size: i
         if not size:
             return 0
         try:
-            return os.sendfile(fd, f.fileno(), 0, size)
+            return os.sendfile(fd, blob, 0, size)
         except BlockingIOError:
             return 0
     except OSError as e:
@@ -559,27 +559,30 @@ class Depot:
         head_only = request.method == "HEAD"
         self.counters.served(route.origin, hit.state, 0 if head_only else entry.size
                              if ranges is None else sum(b - a + 1 for a, b in ranges))
-        f = self.open_blobs.get(entry.sha256)
-        if f is None:
-            f = self.open_blobs.put(entry.sha256, await asyncio.to_thread(
+        fd = self.open_blobs.get(entry.sha256)
+        if fd is None:
+            fd = self.open_blobs.put(entry.sha256, await asyncio.to_thread(
                 self._open_warm, entry.sha256, entry.size))
         try:
             if ranges is None and not head_only:
-                return await self._send_whole(request, f, entry.size, headers)
-            return await self._send_ranges(request, f, entry.size, ranges, headers, head_only)
+                return await self._send_whole(request, fd, entry.size, headers)
+            # loop.sendfile wants a file object: one on the shared descriptor
+            with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
+                return await self._send_ranges(request, f, entry.size, ranges, headers,
+                                               head_only)
         finally:
             self.open_blobs.release(entry.sha256)
 
-    def _open_warm(self, sha: str, size: int) -> BinaryIO:
+    def _open_warm(self, sha: str, size: int) -> int:
         """Open a blob (in a thread) and, if it is of a size sent in one go,
         read it once so that the sends from the event loop find it in the
         page cache rather than wait for the disk."""
-        f = self.store.open_blob(sha)
+        fd = self.store.open_blob_fd(sha)
         if size <= WARM_READ:
-            os.pread(f.fileno(), size, 0)
-        return f
+            os.pread(fd, size, 0)
+        return fd
 
-    async def _send_whole(self, request: web.BaseRequest, f: BinaryIO, size: int,
+    async def _send_whole(self, request: web.BaseRequest, fd: int, size: int,
                           headers: dict[str, str]) -> web.StreamResponse:
         """A whole blob: the headers in one send (MSG_MORE, so they leave with
         the body) and the body by one sendfile call straight from the event
@@ -597,14 +600,15 @@ class Depot:
         if held and transport.get_write_buffer_size() == 0:
             writer._headers_buf = None  # type: ignore[attr-defined]
             writer._headers_written = True  # type: ignore[attr-defined]
-            sent = _send_direct(transport, held, f, size)
+            sent = _send_direct(transport, held, fd, size)
             if sent < 0:  # the headers did not all go: queue the rest
                 transport.write(held[len(held) + sent:])
                 sent = 0
         else:
             writer.send_headers()
         if sent < size:
-            await self._sendfile(request, asyncio.get_running_loop(), f, sent, size - sent)
+            with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
+                await self._sendfile(request, asyncio.get_running_loop(), f, sent, size - sent)
         await resp.write_eof()
         return resp
     async def _send_ranges(self, request: web.BaseRequest, f: BinaryIO, size: int,

@@ -329,18 +329,22 @@ class FsStore:
         return self.blobs / sha256[:2] / sha256
 
     def open_blob(self, sha256: str) -> BinaryIO:
-        """Open a blob for reading, unbuffered (it is sent by sendfile; a
-        buffer would cost 8 KB for every blob the server keeps open); a
-        symbolic link in its place is never followed."""
+        """Open a blob for reading, unbuffered; a symbolic link in its place is
+        never followed."""
+        return os.fdopen(self.open_blob_fd(sha256), "rb", buffering=0)
+
+    def open_blob_fd(self, sha256: str) -> int:
+        """A blob's open descriptor (the server keeps thousands for sendfile:
+        a bare descriptor costs no memory in the process, a file object about
+        1 KB); a symbolic link in its place is never followed."""
         try:
-            fd = os.open(self.blob_path(sha256), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            return os.open(self.blob_path(sha256), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as e:
             if e.errno != errno.ELOOP:
                 raise
             raise StoreError(f"{self.blob_path(sha256)} is a symbolic link, not a blob: "
                              "refusing to read through it",
                              hint="remove it; the file is fetched again") from e
-        return os.fdopen(fd, "rb", buffering=0)
 
     # -- derived data ----------------------------------------------------
 
