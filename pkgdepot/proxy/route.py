@@ -29,7 +29,7 @@ IPV6_RE = re.compile(r"^\[[0-9A-Fa-f:.]+\]$")
 QUERY_OK_RE = re.compile(r"(^|/)(metalink|mirrorlist)$")
 #: Characters kept literally when a decoded path is sent upstream.
 SAFE = "/:@!$&'()*+,;=-._~"
-MEMO_SIZE = 4096  # routes remembered (hot paths); cleared when full: each costs ~1.5 KB
+MEMO_SIZE = 2048  # routes remembered (hot paths); cleared when full: each costs ~0.8 KB
 #: First segments of the depot's own pages. A repository name cannot start
 #: with "_"; one named "metrics" hides /metrics (then use /_pkgdepot/metrics).
 OWN_FIRST_SEGMENTS = {"metrics", "_pkgdepot"}

@@ -444,11 +444,13 @@ class Depot:
             return await self._snapshot_index(request, repo, sroute.index_name)
         snap = await self.snapshots.resolve(repo, sroute.when)
         route = sroute.inner
-        assert route is not None and self.cache is not None
+        assert route is not None
         if sroute.repo.mirror is not None:
             return await self._serve_mirror(request, route, snap)
         if route.kind is Kind.IMMUTABLE:
             # packages and by-hash files are shared by every state: the pool
+            # (a worker hands these to the leader: only it has the cache)
+            assert self.cache is not None
             result = await self.cache.lookup(route)
             if isinstance(result, Hit):
                 resp = await self._serve_entry(request, route, result)
