@@ -1480,8 +1480,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--n", type=int, default=2000, help="files of 4 KB and of 64 KB (2000)")
     ap.add_argument("--pkgdepot", default=str(REPO / ".venv" / "bin" / "pkgdepot"),
                     help="pkgdepot command (default .venv/bin/pkgdepot)")
-    ap.add_argument("--pkgdepot-workers", type=int, default=1,
-                    help="pkgdepot server.workers (default 1, the default of pkgdepot)")
+    ap.add_argument("--pkgdepot-workers", type=int, default=0,
+                    help="pkgdepot server.workers (default 0, pkgdepot's own default: "
+                         "2 processes on 2 or more CPUs)")
     ap.add_argument("--tmpdir", default=None, help="parent of the temp dir (default $TMPDIR)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, configs)")
     return ap.parse_args(argv)
