@@ -25,16 +25,15 @@ from tests.support.upstream import Upstream
 TOKEN = "s3cret-admin-token-0123456789"
 
 
-@pytest.fixture
-def env(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey) -> Iterator[tuple[DepotProcess,
-                                                                             str]]:
+def admin_setup(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey, admin_port: int) -> str:
+    """A signed repository with one package, the token file, and the config
+    of a depot mirroring it with its admin API on `admin_port`."""
     build_apt_repo(upstream.root / "debian", gpg_key,
                    [DebSpec("hello", "1.0", files={"usr/share/hello": b"1\n"})])
     token_file = tmp_path / "admin-token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    admin_port = free_port()
-    cfg = f"""
+    return f"""
 [server]
 admin_listen = "127.0.0.1:{admin_port}"
 admin_token_file = "{token_file}"
@@ -44,6 +43,13 @@ keyring = "{gpg_key.public_armored}"
 [repos.deb.mirror]
 suites = ["stable"]
 """
+
+
+@pytest.fixture
+def env(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey) -> Iterator[tuple[DepotProcess,
+                                                                             str]]:
+    admin_port = free_port()
+    cfg = admin_setup(tmp_path, upstream, gpg_key, admin_port)
     with DepotProcess(tmp_path / "depot", cfg) as depot:
         yield depot, f"http://127.0.0.1:{admin_port}"
 
@@ -183,22 +189,8 @@ def test_cli_sync_is_done_by_the_running_depot(env: tuple[DepotProcess, str]) ->
 
 def test_cli_sync_without_a_listening_depot_syncs_in_process(
         tmp_path: Path, upstream: Upstream, gpg_key: GpgKey) -> None:
-    build_apt_repo(upstream.root / "debian", gpg_key,
-                   [DebSpec("hello", "1.0", files={"usr/share/hello": b"1\n"})])
-    token_file = tmp_path / "admin-token"
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
-    cfg = tmp_path / "pkgdepot.toml"
-    cfg.write_text(f"""
-[server]
-admin_listen = "127.0.0.1:{free_port()}"
-admin_token_file = "{token_file}"
-[repos.deb]
-upstreams = ["{upstream.url}/debian"]
-keyring = "{gpg_key.public_armored}"
-[repos.deb.mirror]
-suites = ["stable"]
-""")
+    cfg = tmp_path / "pkgdepot.toml"  # nothing listens on the admin port
+    cfg.write_text(admin_setup(tmp_path, upstream, gpg_key, free_port()))
     proc = subprocess.run([sys.executable, "-m", "pkgdepot", "mirror", "sync", "deb",
                            "--data-dir", str(tmp_path / "data"), "--config", str(cfg)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
