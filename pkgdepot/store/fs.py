@@ -258,6 +258,7 @@ class FsStore:
         found: Entry | None = await self._call(run)
         if found is not None and is_blob(self.blob_path(found.sha256)):
             self._entries[key] = found
+            self._accessed[key] = time.time()  # a use like any other (LRU eviction)
             return found
         return None
 
