@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pkgdepot.proxy.server import OPEN_BLOBS
 from tests.reliability.load import Sample, load
 
 
@@ -21,4 +22,4 @@ def test_thousand_connections_no_error_no_leak_fair(tmp_path: Path) -> None:
     assert out.rss_end <= out.rss_start + (64 << 20)
     # sampled all along (status.json "memory"); open blobs held by their LRU
     assert len(samples) >= 8 and all(s.mem for s in samples)
-    assert max(s.mem["open_blobs"] for s in samples) <= 2048
+    assert max(s.mem["open_blobs"] for s in samples) <= OPEN_BLOBS

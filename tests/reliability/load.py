@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
+from pkgdepot.proxy.server import OPEN_BLOBS
 from tests.depot import DepotProcess
 from tests.reliability.killloop import generated
 from tests.reliability.outcome import Outcome, fds, nofile_soft, rss
@@ -30,7 +31,6 @@ MISS_SHARE = 0.1          # the share of requests for files never asked before
 BIG = "/big/b_1_all.deb"  # what the slow clients read
 BIG_SIZE = 4 << 20
 MAX_SIZE = 64 << 20       # the depot's cache.max_size: the store (and its catalog) stay bounded
-OPEN_BLOBS = 2048         # the depot's open-blob cache (pkgdepot.proxy.server.OPEN_BLOBS)
 
 
 def blob_fds(pid: int) -> int:
