@@ -44,7 +44,7 @@ def read_token(config: Config) -> bytes:
     return token
 
 
-def call(config: Config, method: str, path: str, body: object = None) -> tuple[int, bytes]:
+def call(config: Config, method: str, path: str) -> tuple[int, bytes]:
     """One admin request; its status and body. Unavailable when nothing
     listens (the connection is refused or times out)."""
     host, port = parse_listen("server.admin_listen", config.admin_listen)
@@ -58,9 +58,7 @@ def call(config: Config, method: str, path: str, body: object = None) -> tuple[i
             raise Unavailable(f"{host}:{port}: {e.strerror or e}") from e
         assert conn.sock is not None
         conn.sock.settimeout(None)  # a sync takes as long as it takes
-        data = None if body is None else json.dumps(body).encode()
-        conn.request(method, path, body=data, headers={
-            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        conn.request(method, path, headers={"Authorization": f"Bearer {token}"})
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:

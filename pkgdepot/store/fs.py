@@ -296,10 +296,7 @@ class FsStore:
             except OSError as e:
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
-                if e.errno == errno.ENOSPC:
-                    raise StoreError(f"the data directory is full: {sha256} not kept",
-                                     hint=f"free space on the file system of {self.root}"
-                                     ) from e
+                self._raise_if_full(e, sha256)
                 raise
             self.bytes_placed += len(data)
             self.files_placed += 1
@@ -371,6 +368,13 @@ class FsStore:
         os.close(fd)
         return Path(name)
 
+    def _raise_if_full(self, e: OSError, name: str) -> None:
+        """A write that failed for want of space becomes the StoreError that
+        says so (the caller re-raises anything else)."""
+        if e.errno == errno.ENOSPC:
+            raise StoreError(f"the data directory is full: {name} not kept",
+                             hint=f"free space on the file system of {self.root}") from e
+
     def _place(self, temp: Path, sha256: str, synced: bool = False) -> None:
         """Move a complete temporary file into the store under its hash. The
         file is fsynced first (unless the writer already did) so that after a
@@ -394,9 +398,7 @@ class FsStore:
             os.chmod(temp, 0o444)
             os.replace(temp, dest)
         except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise StoreError(f"the data directory is full: {dest.name} not kept",
-                                 hint=f"free space on the file system of {self.root}") from e
+            self._raise_if_full(e, dest.name)
             raise
         self.bytes_placed += os.stat(dest).st_size
         self.files_placed += 1
