@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import errno
 import hashlib
 import logging
@@ -62,6 +63,17 @@ class StreamHead:
     last_modified: str | None
 
 
+#: bodies up to this size (by Content-Length) are received into memory, not a file
+INLINE_BODY = 64 << 10
+
+
+class _Unasked(enum.Enum):
+    UNASKED = 0  # the catalog was not asked yet what vouches for a key
+
+
+_UNASKED = _Unasked.UNASKED
+
+
 class Flight:
     """One upstream fetch or revalidation of one key, shared by every waiter."""
 
@@ -75,6 +87,8 @@ class Flight:
         self.done.add_done_callback(_retrieve)
         self.temp: Path | None = None
         self.reader: BinaryIO | None = None
+        #: a small body, received into memory instead of a temporary file
+        self.body: bytearray | None = None
         self.size: int | None = None
         self.written = 0
         self.revalidated = False
@@ -83,10 +97,11 @@ class Flight:
         self._readers = 0
         self._progress = asyncio.Event()
 
-    def acquire_reader(self) -> BinaryIO:
-        """The open temporary file, for a client to stream from; call
-        `release_reader` when done (the file closes after the last one)."""
-        if self.reader is None:
+    def acquire_reader(self) -> BinaryIO | None:
+        """The open temporary file, for a client to stream from, or None when
+        the body is kept in memory (`body`); call `release_reader` when done
+        (the file closes after the last one)."""
+        if self.reader is None and self.body is None:
             raise UpstreamError("the download ended before it could be read")
         self._readers += 1
         return self.reader
@@ -196,8 +211,10 @@ class Cache:
     async def lookup(self, route: Route) -> Hit | Streaming:
         key = route.key
         entry = self.store.lookup(key)
+        vouch: Vouch | _Unasked | None = _UNASKED
         if entry is None and route.kind is Kind.IMMUTABLE and key not in self.flights:
-            entry = await self.store.load(key)  # added by another process (import, sync)?
+            # added by another process (import, sync)? If not, what vouches for it
+            entry, vouch = await self.store.load_with_vouch(key)
         now = self.clock()
         if entry is not None and (route.kind is Kind.IMMUTABLE
                                   or now - entry.checked_at < self.config.revalidate_after):
@@ -210,7 +227,7 @@ class Cache:
             del self.negative[key]
         flight = self.flights.get(key)
         if flight is None:
-            flight = self._start(route, entry)
+            flight = self._start(route, entry, vouch)
         try:
             head = await asyncio.shield(flight.head)
         except (UpstreamError, Forbidden, StoreError) as e:
@@ -223,17 +240,19 @@ class Cache:
             return Hit(head, "MISS")
         return Streaming(flight, head)
 
-    def _start(self, route: Route, old: Entry | None) -> Flight:
+    def _start(self, route: Route, old: Entry | None, vouch: Vouch | _Unasked | None) -> Flight:
         flight = Flight(route.key)
         self.flights[route.key] = flight
-        task = asyncio.create_task(self._run(flight, route, old), name=f"fetch {route.key}")
+        task = asyncio.create_task(self._run(flight, route, old, vouch),
+                                   name=f"fetch {route.key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return flight
 
-    async def _run(self, flight: Flight, route: Route, old: Entry | None) -> None:
+    async def _run(self, flight: Flight, route: Route, old: Entry | None,
+                   vouch: Vouch | _Unasked | None) -> None:
         try:
-            entry = await self._fetch(flight, route, old)
+            entry = await self._fetch(flight, route, old, vouch)
         except BaseException as e:
             if isinstance(e, VerificationError):
                 self.stats.verify_failures += 1
@@ -271,8 +290,11 @@ class Cache:
 
     # -- fetching ----------------------------------------------------------
 
-    async def _expected(self, route: Route) -> Vouch | None:
-        vouch = await self.store.vouch_for(route.key)
+    async def _expected(self, route: Route, vouch: Vouch | _Unasked | None) -> Vouch | None:
+        """What the file must match: the index's vouch (`vouch`, or looked up
+        if it is `_UNASKED`) and the hash in its own name."""
+        if vouch is _UNASKED:
+            vouch = await self.store.vouch_for(route.key)
         if route.info.digest is not None:  # the name says the hash; an index may say the size
             size = vouch.size if vouch is not None and vouch.digest == route.info.digest else None
             return Vouch(route.key, size, route.info.digest)
@@ -283,8 +305,9 @@ class Cache:
             return None
         return self.keyrings.get(route.repo.name)
 
-    async def _fetch(self, flight: Flight, route: Route, old: Entry | None) -> Entry:
-        expected = await self._expected(route)
+    async def _fetch(self, flight: Flight, route: Route, old: Entry | None,
+                     vouch: Vouch | _Unasked | None) -> Entry:
+        expected = await self._expected(route, vouch)
         headers: dict[str, str] = {}
         if old is not None:
             if old.etag:
@@ -367,18 +390,32 @@ class Cache:
                 f"{up.url}: upstream sends {length} bytes, the index says {expected.size}")
         etag = up.response.headers.get("ETag")
         last_modified = up.response.headers.get("Last-Modified")
-        temp, reader, wfd = await asyncio.to_thread(self._open_temp, length)
-        flight.temp = temp
-        flight.written = 0
+        # A small body (that needs no signature check, which reads a file) is
+        # received into memory and clients are sent it from there; it reaches
+        # the disk with the commit (one trip to a thread for many files). A
+        # temporary file and the trips to a thread to write it would cost more
+        # than the bytes.
+        temp: Path | None = None
+        wfd = -1
         if flight.reader is not None:
             flight.reader.close()
-        flight.reader = reader
+            flight.reader = None
+        flight.written = 0
+        if length is not None and length <= INLINE_BODY and keyring is None:
+            flight.body = bytearray()
+        else:
+            flight.body = None
+            temp, flight.reader, wfd = await asyncio.to_thread(self._open_temp, length)
+            flight.temp = temp
         if length is not None and keyring is None:
             flight.size = length
             flight.head.set_result(StreamHead(length, etag, last_modified))
         hasher = Hasher(expected.digest.algo if expected else None)
         try:
-            await self._receive(flight, up, wfd, hasher)
+            if flight.body is not None:
+                await self._receive_small(flight, up, flight.body, hasher)
+            else:
+                await self._receive(flight, up, wfd, hasher)
         finally:
             self.stats.fetched(route.origin, flight.written)
         if length is not None and flight.written != length:
@@ -402,7 +439,8 @@ class Cache:
             flight.notify()
         entry = Entry(route.key, sha256, flight.written, self.clock(), self.clock(), etag,
                       last_modified)
-        keep = asyncio.create_task(self._keep(route, old, up.url, temp, entry, expected,
+        content: Path | bytes = temp if temp is not None else bytes(flight.body or b"")
+        keep = asyncio.create_task(self._keep(route, old, up.url, content, entry, expected,
                                               keyring), name=f"keep {route.key}")
         flight.temp = None  # the keeping task owns it now
         self._commits.add(keep)
@@ -410,15 +448,17 @@ class Cache:
         keep.add_done_callback(_retrieve)
         return await asyncio.shield(keep)
 
-    async def _keep(self, route: Route, old: Entry | None, url: str, temp: Path, entry: Entry,
-                    expected: Vouch | None, keyring: Path | None) -> Entry:
-        """A complete, verified body: check its signature, move it into the store
-        and record it. Its own task, shielded from the download's: a shutdown
-        waits for it (`drain`) instead of losing a file it already has."""
+    async def _keep(self, route: Route, old: Entry | None, url: str, temp: Path | bytes,
+                    entry: Entry, expected: Vouch | None, keyring: Path | None) -> Entry:
+        """A complete, verified body (a temporary file, or the bytes of a small
+        one): check its signature, move it into the store and record it. Its
+        own task, shielded from the download's: a shutdown waits for it
+        (`drain`) instead of losing a file it already has."""
         plain: Path | None = None
         sig: tuple[str, FileRef] | None = None
         try:
             if keyring is not None:
+                assert isinstance(temp, Path)  # signed files are never kept in memory
                 plain, sig = await self._verify_signature(route, url, temp, keyring)
             changed = old is None or old.sha256 != entry.sha256
             entry = await self.store.commit(temp, entry)
@@ -428,7 +468,8 @@ class Cache:
         finally:
             if plain is not None:
                 plain.unlink(missing_ok=True)
-            temp.unlink(missing_ok=True)  # still there only if it was not kept
+            if isinstance(temp, Path):
+                temp.unlink(missing_ok=True)  # still there only if it was not kept
         return entry
 
     async def drain(self, grace: float, commits: float = 30.0) -> None:
@@ -458,6 +499,27 @@ class Cache:
         check_free(self.store.tmp, size)
         temp = self.store.new_temp()
         return temp, open(temp, "rb"), os.open(temp, os.O_WRONLY | os.O_APPEND)
+
+    async def _receive_small(self, flight: Flight, up: Upstream, body: bytearray,
+                             hasher: Hasher) -> None:
+        """Read a small body from upstream into memory (`INLINE_BODY`)."""
+        rate = up.watch_rate()
+        try:
+            async for chunk in up.response.content.iter_any():
+                rate.got(len(chunk))
+                body += chunk
+                hasher.update(chunk)
+                flight.written = len(body)
+                flight.notify()
+        except TimeoutError as e:
+            raise UpstreamTimeout(f"{up.url}: upstream stalled after {flight.written} bytes") from e
+        except PkgdepotError:
+            raise
+        except Exception as e:
+            raise UpstreamError(f"{up.url}: transfer failed after {flight.written} bytes: "
+                                f"{type(e).__name__}: {e}") from e
+        finally:
+            rate.stop()
 
     async def _receive(self, flight: Flight, up: Upstream, fd: int, hasher: Hasher) -> None:
         """Read the body from upstream and write it to the temporary file. Reading

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from pkgdepot import __version__, openpgp
 from pkgdepot.cache import Cache, Hit, Streaming
@@ -35,6 +36,7 @@ from pkgdepot.errors import (
     MethodNotAllowed,
     NotFound,
     PkgdepotError,
+    UpstreamError,
 )
 from pkgdepot.fetch import Fetcher
 from pkgdepot.formats import Kind
@@ -138,27 +140,29 @@ class _HeadersHeld(web.StreamResponse):
     _send_headers_immediately = False
 
 
-def _send_direct(transport: asyncio.Transport, head: bytes, blob: int, size: int) -> int:
-    """Send `head` and then as much of the file as the socket takes now,
-    without blocking. Returns the file bytes sent, or minus the number of
-    head bytes still unsent (then no file bytes went). A connection that
-    failed raises ConnectionResetError."""
+def _send_direct(transport: asyncio.Transport, head: bytes, blob: int, offset: int,
+                 count: int) -> int:
+    """Send `head` and then as much of `count` file bytes from `offset` as the
+    socket takes now, without blocking. Returns the file bytes sent, or minus
+    the number of head bytes still unsent (then no file bytes went). A
+    connection that failed raises ConnectionResetError."""
     tsock = transport.get_extra_info("socket")
     fd = tsock.fileno()
     # asyncio hands out a socket wrapper without send(); a socket object on
     # the same descriptor (detached again, never closed) sends with MSG_MORE
     sock = socket.socket(tsock.family, tsock.type, tsock.proto, fileno=fd)
     try:
-        try:
-            n = sock.send(head, socket.MSG_MORE if size else 0)
-        except BlockingIOError:
-            return -len(head)
-        if n < len(head):
-            return n - len(head)
-        if not size:
+        if head:
+            try:
+                n = sock.send(head, socket.MSG_MORE if count else 0)
+            except BlockingIOError:
+                return -len(head)
+            if n < len(head):
+                return n - len(head)
+        if not count:
             return 0
         try:
-            return os.sendfile(fd, blob, 0, size)
+            return os.sendfile(fd, blob, offset, count)
         except BlockingIOError:
             return 0
     except OSError as e:
@@ -586,33 +590,49 @@ class Depot:
 
     async def _send_whole(self, request: web.BaseRequest, fd: int, size: int,
                           headers: dict[str, str]) -> web.StreamResponse:
-        """A whole blob: the headers in one send (MSG_MORE, so they leave with
-        the body) and the body by one sendfile call straight from the event
-        loop when the connection has nothing queued, which is the common case
-        (no copies in Python, no extra loop round trips); whatever the socket
-        did not take goes the usual way, by loop.sendfile."""
+        """A whole blob: the headers and the body leave together (see
+        `_send_file`)."""
         resp = _HeadersHeld(status=200, headers=headers)
         resp.content_length = size
         writer = await resp.prepare(request)
-        transport = request.transport
-        if writer is None or transport is None or transport.is_closing():
+        if writer is None:
             raise ConnectionResetError("client went away")
-        sent = 0
-        held: bytes | None = getattr(writer, "_headers_buf", None)
-        if held and transport.get_write_buffer_size() == 0:
-            writer._headers_buf = None  # type: ignore[attr-defined]
-            writer._headers_written = True  # type: ignore[attr-defined]
-            sent = _send_direct(transport, held, fd, size)
-            if sent < 0:  # the headers did not all go: queue the rest
-                transport.write(held[len(held) + sent:])
-                sent = 0
-        else:
-            writer.send_headers()
-        if sent < size:
-            with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
-                await self._sendfile(request, asyncio.get_running_loop(), f, sent, size - sent)
+        await self._send_file(request, writer, fd, 0, size)
         await resp.write_eof()
         return resp
+
+    async def _send_file(self, request: web.BaseRequest, writer: AbstractStreamWriter,
+                         fd: int, offset: int, count: int) -> None:
+        """Send `count` bytes of file `fd` from `offset`, after the headers if
+        the response still holds them back (`_HeadersHeld`). When the
+        connection has nothing queued, which is the common case, that is one
+        send of the headers (MSG_MORE, so they leave with the body) and one
+        sendfile call straight from the event loop: no copies in Python, no
+        extra loop round trips. Whatever the socket did not take goes the
+        usual way, by loop.sendfile."""
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client went away")
+        held: bytes | None = getattr(writer, "_headers_buf", None)
+        if getattr(writer, "_headers_written", True):
+            held = None
+        sent = 0
+        if transport.get_write_buffer_size() == 0:
+            if held:
+                writer._headers_buf = None  # type: ignore[attr-defined]
+                writer._headers_written = True  # type: ignore[attr-defined]
+            sent = _send_direct(transport, held or b"", fd, offset, count)
+            if sent < 0:  # the headers did not all go: queue the rest
+                assert held is not None
+                transport.write(held[len(held) + sent:])
+                sent = 0
+        elif held:
+            writer.send_headers()
+        if sent < count:
+            with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
+                await self._sendfile(request, asyncio.get_running_loop(), f, offset + sent,
+                                     count - sent)
+
     async def _send_ranges(self, request: web.BaseRequest, f: BinaryIO, size: int,
                            ranges: list[tuple[int, int]] | None, headers: dict[str, str],
                            head_only: bool) -> web.StreamResponse:
@@ -669,21 +689,22 @@ class Depot:
             entry = await asyncio.shield(flight.done)  # multi-range: wait for the whole file
             return await self._serve_entry(request, route, Hit(entry, "MISS"))
         first, last = ranges[0] if ranges else (0, size - 1)
-        resp = web.StreamResponse(status=206 if ranges else 200, headers=headers)
+        resp = _HeadersHeld(status=206 if ranges else 200, headers=headers)
         if ranges:
             resp.headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         resp.content_length = last - first + 1 if size else 0
-        self.counters.served(route.origin, "MISS", 0 if request.method == "HEAD"
-                             else resp.content_length)
         reader = flight.acquire_reader()
         try:
-            await resp.prepare(request)
             if request.method == "HEAD" or size == 0:
+                self.counters.served(route.origin, "MISS", 0)
+                await resp.prepare(request)
                 if size == 0:
                     await asyncio.shield(flight.done)
                 await resp.write_eof()
                 return resp
-            loop = asyncio.get_running_loop()
+            # The status line waits for the first bytes, so that a download that
+            # fails before any arrived gets a proper error answer, not a reset.
+            writer: AbstractStreamWriter | None = None
             pos, end = first, last + 1
             while pos < end:
                 avail = min(flight.sendable(), end)
@@ -692,12 +713,26 @@ class Depot:
                 # per-send overhead, not the bytes, is what costs.
                 if avail > pos and (avail - pos >= STREAM_STEP or avail == end or pos == first
                                     or flight.verified or flight.finished):
-                    await self._sendfile(request, loop, reader, pos, avail - pos)
+                    if writer is None:
+                        self.counters.served(route.origin, "MISS", end - first)
+                        writer = await resp.prepare(request)
+                        if writer is None:
+                            raise ConnectionResetError("client went away")
+                    if reader is not None:
+                        await self._send_file(request, writer, reader.fileno(), pos,
+                                              avail - pos)
+                    elif flight.body is not None:  # a small body, held in memory
+                        await resp.write(flight.body[pos:avail])
                     pos = avail
                     continue
                 if flight.failed is not None or flight.finished:
-                    if flight.failed is not None:
-                        why = flight.failed
+                    why = flight.failed
+                    if writer is None:
+                        if isinstance(why, PkgdepotError):
+                            raise why
+                        raise UpstreamError(f"the download of {route.path} failed: "
+                                            f"{str(why) or type(why).__name__}")
+                    if why is not None:
                         log.warning("%s: aborting client: %s", route.key,
                                     str(why) or type(why).__name__)
                     self.counters.aborted(route.origin, end - pos)

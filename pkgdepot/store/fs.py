@@ -131,6 +131,9 @@ class FsStore:
         self._shards: set[Path] = set()  # blob shard directories checked by place_many
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="pkgdepot-catalog")
         self._db: sqlite3.Connection | None = None
+        #: (temp, entry, synced, future) waiting for the group commit (see `commit`)
+        self._committing: list[tuple[Path | bytes, Entry, bool, asyncio.Future[Entry]]] = []
+        self._committer: asyncio.Task[None] | None = None
         #: key -> when it was last read, not yet written to the catalog (see flush_access)
         self._accessed: dict[str, float] = {}
         #: bytes of new blobs this process placed (the size limit's running estimate)
@@ -222,6 +225,8 @@ class FsStore:
             raise catalog_error(self.catalog, e) from e
 
     async def close(self) -> None:
+        if self._committer is not None and not self._committer.done():
+            await asyncio.wait([self._committer])
         await self._call(self._close_db)
         self._db_thread.shutdown(wait=True)
 
@@ -244,23 +249,31 @@ class FsStore:
     async def load(self, key: str) -> Entry | None:
         """The entry for a key, from memory or else from the catalog (another
         process, such as a mirror sync, may have added it)."""
+        entry, _ = await self.load_with_vouch(key, vouch=False)
+        return entry
+
+    async def load_with_vouch(self, key: str, vouch: bool = True
+                              ) -> tuple[Entry | None, Vouch | None]:
+        """`load(key)` and, if the key has no entry, `vouch_for(key)` too: a
+        miss asks the catalog both in one trip to its thread."""
         e = self._entries.get(key)
         if e is not None:
             self._accessed[key] = time.time()
-            return e
+            return e, None
 
-        def run() -> Entry | None:
+        def run() -> tuple[Entry | None, Vouch | None]:
             row = self.db.execute(
                 "SELECT key, sha256, size, stored_at, checked_at, etag, last_modified "
                 "FROM entries WHERE key=?", (key,)).fetchone()
-            return None if row is None else Entry(*row)
+            if row is not None and is_blob(self.blob_path(row[1])):
+                return Entry(*row), None
+            return None, self._vouch(key) if vouch else None
 
-        found: Entry | None = await self._call(run)
-        if found is not None and is_blob(self.blob_path(found.sha256)):
-            self._entries[key] = found
+        found: tuple[Entry | None, Vouch | None] = await self._call(run)
+        if found[0] is not None:
+            self._entries[key] = found[0]
             self._accessed[key] = time.time()  # a use like any other (LRU eviction)
-            return found
-        return None
+        return found
 
     def place_bytes(self, data: bytes, sha256: str) -> None:
         """Blocking: write verified content as the blob `sha256` (no fsync: the
@@ -274,32 +287,39 @@ class FsStore:
         read-only under a fresh temporary name, written and renamed into
         place; shard directories are checked once per process."""
         for data, sha256 in items:
-            dest = self.blob_path(sha256)
-            if is_blob(dest):
-                with contextlib.suppress(FileNotFoundError):
-                    os.utime(dest, follow_symlinks=False)
-                    continue
-            if dest.parent not in self._shards:
-                ensure_dir(dest.parent)  # a planted link in a shard's place is refused
-                self._shards.add(dest.parent)
-            temp = self.tmp / f"put-{sha256[:16]}-{secrets.token_hex(6)}"
+            self._write_blob(data, sha256, sync=False)
+
+    def _write_blob(self, data: bytes, sha256: str, sync: bool) -> None:
+        """Blocking: write `data` as the blob `sha256`: created read-only under
+        a fresh temporary name, written, fsynced if `sync`, renamed into place."""
+        dest = self.blob_path(sha256)
+        if is_blob(dest):
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(dest, follow_symlinks=False)
+                return
+        if dest.parent not in self._shards:
+            ensure_dir(dest.parent)  # a planted link in a shard's place is refused
+            self._shards.add(dest.parent)
+        temp = self.tmp / f"put-{sha256[:16]}-{secrets.token_hex(6)}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                         | os.O_NOFOLLOW, 0o444)
             try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-                             | os.O_NOFOLLOW, 0o444)
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                finally:
-                    os.close(fd)
-                os.replace(temp, dest)
-            except OSError as e:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
-                self._raise_if_full(e, sha256)
-                raise
-            self.bytes_placed += len(data)
-            self.files_placed += 1
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, dest)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            self._raise_if_full(e, sha256)
+            raise
+        self.bytes_placed += len(data)
+        self.files_placed += 1
 
     async def put_bytes(self, data: bytes) -> str:
         """Store small content (generated metadata) as a blob; its sha256."""
@@ -403,11 +423,58 @@ class FsStore:
         self.bytes_placed += os.stat(dest).st_size
         self.files_placed += 1
 
-    async def commit(self, temp: Path, entry: Entry, synced: bool = False) -> Entry:
-        await asyncio.to_thread(self._place, temp, entry.sha256, synced)
-        await self._call(self._put, entry)
-        self._entries[entry.key] = entry
-        return entry
+    async def commit(self, temp: Path | bytes, entry: Entry, synced: bool = False) -> Entry:
+        """Move `temp` into the store as `entry`'s blob (fsynced first unless
+        `synced`), or write it there if it is the content itself, and record
+        the entry. Commits that come while others are
+        under way are done together (group commit): one trip to a thread for
+        their fsyncs and renames, one catalog transaction for their entries."""
+        fut: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
+        self._committing.append((temp, entry, synced, fut))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_batches(),
+                                                  name="store group commit")
+        return await fut
+
+    async def _commit_batches(self) -> None:
+        while self._committing:
+            batch, self._committing = self._committing, []
+
+            def place(batch: list[tuple[Path | bytes, Entry, bool, asyncio.Future[Entry]]]
+                      ) -> list[BaseException | None]:
+                out: list[BaseException | None] = []
+                for temp, entry, synced, _ in batch:
+                    try:
+                        if isinstance(temp, bytes):
+                            self._write_blob(temp, entry.sha256, sync=True)
+                        else:
+                            self._place(temp, entry.sha256, synced)
+                        out.append(None)
+                    except Exception as e:
+                        out.append(e)
+                return out
+
+            results: list[BaseException | None]
+            try:
+                results = await asyncio.to_thread(place, batch)
+                placed = [item[1] for item, r in zip(batch, results, strict=True) if r is None]
+                if placed:
+                    await self._call(self._put_many, placed)
+            except BaseException as e:  # the catalog failed, or shutdown cancelled us
+                results = [e] * len(batch)
+                if not isinstance(e, Exception):
+                    for *_, fut in batch:
+                        fut.cancel()
+                    raise
+            for (_, entry, _, fut), r in zip(batch, results, strict=True):
+                if r is None:
+                    self._entries[entry.key] = entry
+                if fut.done():
+                    continue
+                if r is None:
+                    fut.set_result(entry)
+                else:
+                    fut.set_exception(r)
 
     async def entries_with_prefix(self, prefix: str) -> dict[str, Entry]:
         """Every catalog entry whose key starts with `prefix` (one query)."""
@@ -442,10 +509,12 @@ class FsStore:
         for e in entries:
             self._entries[e.key] = e
 
-    def _put(self, e: Entry) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)",
-            (e.key, e.sha256, e.size, e.stored_at, e.checked_at, e.etag, e.last_modified))
+    def _put_many(self, entries: list[Entry]) -> None:
+        rows = [(e.key, e.sha256, e.size, e.stored_at, e.checked_at, e.etag, e.last_modified)
+                for e in entries]
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)", rows)
 
     # -- entries ---------------------------------------------------------
 
@@ -509,14 +578,13 @@ class FsStore:
         return n
 
     async def vouch_for(self, key: str) -> Vouch | None:
-        def run() -> Vouch | None:
-            row = self.db.execute(
-                "SELECT size, algo, digest, canonical FROM vouches WHERE key=?",
-                (key,)).fetchone()
-            return None if row is None else Vouch(key, row[0], Digest(row[1], row[2]), row[3])
-        v: Vouch | None = await self._call(run)
+        v: Vouch | None = await self._call(self._vouch, key)
         return v
 
+    def _vouch(self, key: str) -> Vouch | None:
+        row = self.db.execute("SELECT size, algo, digest, canonical FROM vouches WHERE key=?",
+                              (key,)).fetchone()
+        return None if row is None else Vouch(key, row[0], Digest(row[1], row[2]), row[3])
 
     async def collect_garbage(self, grace: float = 3600.0,
                               on_dir: Callable[[], None] | None = None) -> tuple[int, int]:
