@@ -524,25 +524,29 @@ class Cache:
     async def _receive(self, flight: Flight, up: Upstream, fd: int, hasher: Hasher) -> None:
         """Read the body from upstream and write it to the temporary file. Reading
         never waits for the disk: while one write (and its hashing) runs in a
-        thread, the next data collects, and goes out in the following write."""
+        thread, the next data collects, and goes out in the following write.
+        Clients may have the bytes once written, before they are hashed."""
         loop = asyncio.get_running_loop()
 
-        def write(chunk: bytes) -> int:
+        def wrote(n: int) -> None:
+            flight.written += n
+            flight.notify()
+
+        def write(chunk: bytes) -> None:
             view = memoryview(chunk)
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
+            loop.call_soon_threadsafe(wrote, len(chunk))  # runs before this returns
             hasher.update(chunk)
-            return len(chunk)
 
-        writing: asyncio.Future[int] | None = None
+        writing: asyncio.Future[None] | None = None
 
         async def settle() -> None:
             nonlocal writing
             if writing is not None:
-                flight.written += await writing
+                await writing
                 writing = None
-                flight.notify()
 
         closed = False
         rate = up.watch_rate()
