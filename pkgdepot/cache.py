@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 from pkgdepot import openpgp
 from pkgdepot.config import Config
+from pkgdepot.diff import keep_listing
 from pkgdepot.diff import prepare as prepare_diff
 from pkgdepot.errors import (
     Forbidden,
@@ -675,7 +676,10 @@ class Cache:
         parse_key, parse_info = key, info
 
         def parse() -> list[Vouch]:
-            return list(backend.vouches(parse_key, parse_info, content))
+            vouches, packages = backend.scan(parse_key, parse_info, content)
+            if packages is not None:  # its package list too, for snapshot diffs
+                keep_listing(self.store, entry.sha256, packages)
+            return vouches
 
         try:
             vouches = await asyncio.to_thread(parse)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from pkgdepot.errors import PkgdepotError
 from pkgdepot.formats import Backend, classify, split_compression
-from pkgdepot.formats.apt import apt_versions
 from pkgdepot.snapshots import FileRef, Snapshot, Snapshots
 from pkgdepot.store.fs import FsStore
 
@@ -88,13 +87,17 @@ def _listing(store: FsStore, path: str, ref: FileRef, backend: Backend) -> set[b
     except FileNotFoundError:
         pass
     blob = Path(store.blob_path(ref[0]))
-    if backend.name == "apt":
-        entries: Iterable[tuple[str, str, str]] = apt_versions(blob, path)
-    else:
-        entries = ((p.name, p.arch, p.version) for p in backend.packages(path, blob))
+    return keep_listing(store, ref[0], ((p.name, p.arch, p.version)
+                                        for p in backend.packages(path, blob)))
+
+
+def keep_listing(store: FsStore, sha256: str, entries: Iterable[tuple[str, str, str]]
+                 ) -> set[bytes]:
+    """Keep the package list of the index blob `sha256` from its (name,
+    architecture, version) entries; for whoever read the index anyway."""
     lines = {f"{n}\t{a}\t{v}".encode() for n, a, v in entries
              if not _BAD.intersection(n + a + v)}
-    store.put_derived(kept, b"\n".join(sorted(lines)))
+    store.put_derived(store.derived_path("pkglist", sha256), b"\n".join(sorted(lines)))
     return lines
 
 

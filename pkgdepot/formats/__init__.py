@@ -108,6 +108,12 @@ class Backend(Protocol):
     def vouches(self, key: str, info: PathInfo, content: Path) -> Iterator[Vouch]:
         """For an index stored at cache key `key`, yield what it vouches for."""
 
+    def scan(self, key: str, info: PathInfo, content: Path
+             ) -> tuple[list[Vouch], list[tuple[str, str, str]] | None]:
+        """`vouches`, and for a package index also the (name, architecture,
+        version) of each package it lists, from one reading of the file
+        (None for other files)."""
+
     def signature_of(self, path: str) -> str | None:
         """The path of the detached signature that signs this file, if any."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,24 +89,17 @@ class AptBackend:
         return bool(re.search(rf"(^|/)Packages{_COMP}$", path)) and "/by-hash/" not in path
 
     def packages(self, path: str, content: Path) -> Iterator[Package]:
-        for sec in _tagfile_sections(content, _basename(path)):
-            filename = sec.get("Filename", "")
-            if "Package" not in sec or not _safe_rel(filename):
-                continue
-            digest = None
-            for fld, algo in ALGO_FIELDS:
-                if fld in sec:
-                    digest = Digest(algo, sec[fld].strip().lower())
-                    break
-            try:
-                size: int | None = int(sec.get("Size", ""))
-            except ValueError:
-                size = None
-            yield Package(sec["Package"], sec.get("Version", ""), sec.get("Architecture", ""),
-                          filename, size, digest)
+        yield from packages_in(content, _basename(path))
 
     def compare_versions(self, a: str, b: str) -> int:
         return int(_apt_pkg().version_compare(a, b))
+
+    def scan(self, key: str, info: PathInfo, content: Path
+             ) -> tuple[list[Vouch], list[tuple[str, str, str]] | None]:
+        name = _basename(key)
+        if info.role == Role.INDEX and name.startswith("Packages"):
+            return scan_packages(archive_root(key), content, name)
+        return list(self.vouches(key, info, content)), None
 
     def vouches(self, key: str, info: PathInfo, content: Path) -> Iterator[Vouch]:
         if info.role in (Role.RELEASE, Role.RELEASE_INLINE):
@@ -212,33 +205,75 @@ def _tagfile_sections(content: Path, name: str,
 
 
 def _safe_rel(path: str) -> bool:
-    return bool(path) and not path.startswith("/") and ".." not in path.split("/")
+    return bool(path) and not path.startswith("/") and (
+        ".." not in path or ".." not in path.split("/"))
 
 
-def apt_versions(content: Path, name: str) -> Iterator[tuple[str, str, str]]:
-    """(name, architecture, version) of every stanza, read as cheaply as
-    apt_pkg allows (for snapshot diffs of large indices)."""
+def packages_vouches(root: str, content: Path, name: str) -> Iterator[Vouch]:
+    for p in packages_in(content, name):
+        if p.digest is not None:
+            yield Vouch(root + p.location, p.size, p.digest)
+
+
+def packages_in(content: Path, name: str) -> Iterator[Package]:
+    """The packages of a Packages index (stanzas with a name and a safe
+    Filename), reading only the fields needed, in one pass with apt_pkg."""
     with plain_index(content, name) as plain, open(plain, "rb") as f:
         try:
             for s in _apt_pkg().TagFile(f):
-                yield s.get("Package", ""), s.get("Architecture", ""), s.get("Version", "")
+                yield from _package(s.get)
         except (SystemError, UnicodeDecodeError) as e:  # garbage, or not UTF-8
             raise FormatError(f"unparsable index {name}: {e}") from e
 
 
-def packages_vouches(root: str, content: Path, name: str) -> Iterator[Vouch]:
-    for sec in _tagfile_sections(content, name):
-        filename = sec.get("Filename", "")
-        if not _safe_rel(filename):
-            continue
+def _package(get: Callable[[str], str | None]) -> Iterator[Package]:
+    """The package of one stanza (read through its `get`), if it is one."""
+    name, filename = get("Package"), get("Filename")
+    if name is None or filename is None or not _safe_rel(filename):
+        return
+    digest = None
+    for fld, algo in ALGO_FIELDS:
+        value = get(fld)
+        if value is not None:
+            digest = Digest(algo, value.strip().lower())
+            break
+    try:
+        size: int | None = int(get("Size") or "")
+    except ValueError:
+        size = None
+    yield Package(name, get("Version") or "", get("Architecture") or "", filename, size, digest)
+
+
+def scan_packages(root: str, content: Path, name: str
+                  ) -> tuple[list[Vouch], list[tuple[str, str, str]]]:
+    """What a Packages index vouches for and its (name, architecture,
+    version) entries, in one pass that reads only the fields needed (the
+    same stanzas as `packages_in`; for a large index, the Python per
+    stanza is what costs)."""
+    vouches: list[Vouch] = []
+    entries: list[tuple[str, str, str]] = []
+    add_vouch, add_entry = vouches.append, entries.append
+    with plain_index(content, name) as plain, open(plain, "rb") as f:
         try:
-            size: int | None = int(sec.get("Size", ""))
-        except ValueError:
-            size = None
-        for fld, algo in ALGO_FIELDS:
-            if fld in sec:
-                yield Vouch(root + filename, size, Digest(algo, sec[fld].strip().lower()))
-                break
+            for s in _apt_pkg().TagFile(f):
+                get = s.get
+                pkg, filename = get("Package"), get("Filename")
+                if pkg is None or filename is None or not _safe_rel(filename):
+                    continue
+                add_entry((pkg, get("Architecture") or "", get("Version") or ""))
+                for fld, algo in ALGO_FIELDS:
+                    value = get(fld)
+                    if value is not None:
+                        try:
+                            size: int | None = int(get("Size") or "")
+                        except ValueError:
+                            size = None
+                        add_vouch(Vouch(root + filename, size,
+                                        Digest(algo, value.strip().lower())))
+                        break
+        except (SystemError, UnicodeDecodeError) as e:  # garbage, or not UTF-8
+            raise FormatError(f"unparsable index {name}: {e}") from e
+    return vouches, entries
 
 
 def sources_vouches(root: str, content: Path, name: str) -> Iterator[Vouch]:

@@ -80,6 +80,16 @@ class RpmBackend:
 
         return int(rpm.labelCompare(_evr(a), _evr(b)))
 
+    def scan(self, key: str, info: PathInfo, content: Path
+             ) -> tuple[list[Vouch], list[tuple[str, str, str]] | None]:
+        name = _basename(key)
+        if info.role != Role.REPOMD and "primary.xml" in name:
+            packages = list(primary_packages(content, name))
+            root = repo_root(key)
+            return ([Vouch(root + p.location, p.size, p.digest) for p in packages
+                     if p.digest is not None], [(p.name, p.arch, p.version) for p in packages])
+        return list(self.vouches(key, info, content)), None
+
     def vouches(self, key: str, info: PathInfo, content: Path) -> Iterator[Vouch]:
         name = _basename(key)
         if info.role == Role.REPOMD:

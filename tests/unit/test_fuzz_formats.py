@@ -19,7 +19,6 @@ from pkgdepot.errors import PkgdepotError
 from pkgdepot.formats import Kind, PathInfo, Role
 from pkgdepot.formats.apt import (
     AptBackend,
-    apt_versions,
     packages_vouches,
     parse_release,
     release_entries,
@@ -94,7 +93,14 @@ def test_packages_and_sources(data: bytes, suffix: str) -> None:
             except PkgdepotError:
                 pass
         _drain(AptBackend().packages("dists/s/main/binary-amd64/Packages" + suffix, p))
-        _drain(apt_versions(p, "Packages" + suffix))
+        path = "dists/s/main/binary-amd64/Packages" + suffix
+        info = AptBackend().classify(path)
+        assert info is not None
+        try:
+            vouches, packages = AptBackend().scan("repo/d/" + path, info, p)
+        except PkgdepotError:
+            return
+        assert packages is not None and len(vouches) <= len(packages)
 
 
 @given(st.binary(max_size=300), st.sampled_from(sorted(COMPRESS)))
