@@ -151,6 +151,9 @@ MIRROR_KEYS: dict[str, str] = {
     "resign": "Write and sign the metadata with the depot's own key even without a filter "
               "(adds a Snapshots: field when server.public_url is set; default false).",
     "concurrency": "Parallel downloads during a sync (default 8).",
+    "processes": "Processes that download during a sync: 1, 2, or 0 (default) for a second "
+                 "one when there are 1,000 files or more to fetch and 2 or more CPUs. The "
+                 "parallel downloads are shared between them.",
     "allow_unsigned": "Sync without a keyring (default false: a mirror needs one).",
 }
 
@@ -164,6 +167,7 @@ class MirrorConfig:
     sources: bool = False
     udebs: bool = False
     concurrency: int = 8
+    processes: int = 0
     allow_unsigned: bool = False
     filter: tuple[str, ...] = ()
     filter_with_deps: bool = True
@@ -363,6 +367,11 @@ def _parse_mirror(prefix: str, table: object) -> MirrorConfig:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
             raise ConfigError(f"{prefix}.concurrency: expected a whole number from 1 to 64")
         kw["concurrency"] = n
+    if "processes" in table:
+        n = table["processes"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 2:
+            raise ConfigError(f"{prefix}.processes: expected 0 (automatic), 1 or 2")
+        kw["processes"] = n
     fmt = table.get("format", "apt" if kw.get("suites") else "rpm")
     if fmt not in ("apt", "rpm"):
         raise ConfigError(f'{prefix}.format: expected "apt" or "rpm", got {fmt!r}')

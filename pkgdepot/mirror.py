@@ -13,6 +13,7 @@ already verified and kept, and downloads only the rest.
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import functools
 import gzip
@@ -21,13 +22,16 @@ import json
 import logging
 import lzma
 import os
+import pickle
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from debian import deb822
 
@@ -89,6 +93,7 @@ class SyncResult:
     packages_total: int = 0
     packages_reused: int = 0
     seconds: float = 0.0
+    helper_files: int = 0  # downloaded by a second process
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -98,7 +103,9 @@ class SyncResult:
                  else "nothing new to publish")
         return (f"{self.repo}: {state}; {self.packages_total} packages "
                 f"({self.packages_reused} already in the store), {self.files_downloaded} files "
-                f"/ {self.bytes_downloaded / 1e6:.1f} MB downloaded in {self.seconds:.1f} s")
+                f"/ {self.bytes_downloaded / 1e6:.1f} MB downloaded"
+                + (f" ({self.helper_files} by a second process)" if self.helper_files else "")
+                + f" in {self.seconds:.1f} s")
 
 
 def _rpm_evr_match(version: str, wanted: set[tuple[str, str, str]], name: str,
@@ -166,6 +173,104 @@ class _Placer:
             raise failed
 
 
+class Advancing(Protocol):
+    def advance(self, n: int) -> None: ...
+
+
+class Downloader:
+    """Downloads files of a repository, verifies each against what its index
+    says and places it in the store (the catalog is the caller's business)."""
+
+    def __init__(self, repo: RepoConfig, store: FsStore, fetcher: Fetcher,
+                 result: SyncResult) -> None:
+        self.repo = repo
+        self.store = store
+        self.fetcher = fetcher
+        self.result = result
+        self.placer = _Placer(store)
+
+    async def download(self, w: Want, bar: Advancing | None = None) -> tuple[str, int]:
+        """Download, verify and place one file as a blob (small ones are queued
+        on the placer: the caller drains it, and syncs, before anything names
+        them). Its sha256 and size."""
+        errors: list[str] = []
+        # A by-hash copy first (immune to a publish upstream during the sync),
+        # then, as apt does when by-hash fails, the file's own path.
+        paths = [w.fetch_path, w.path] if w.fetch_path else [w.path]
+        for base in self.repo.upstreams:
+            for path in paths:
+                url = f"{base}/{path}"
+                try:
+                    return await self._download_from(url, w, bar)
+                except (UpstreamError, VerificationError, NotFound) as e:
+                    errors.append(e.message)
+                    log.warning("%s", e.message)
+        raise SyncError(f"{w.path}: " + "; ".join(errors))
+
+    async def _download_from(self, url: str, w: Want,
+                             bar: Advancing | None) -> tuple[str, int]:
+        up = await self.fetcher.get(url)
+        temp: Path | None = None
+        try:
+            if up.status == 404:
+                raise NotFound(f"{url}: 404")
+            if up.status != 200:
+                raise UpstreamError(f"{url}: HTTP {up.status}")
+            sha = hashlib.sha256()
+            extra = hashlib.new(w.digest.algo) if w.digest and w.digest.algo != "sha256" else None
+            length = up.response.content_length
+            body: bytes | None = None
+            if length is not None and length <= SMALL_FILE:
+                # small: read whole, hash on the loop (microseconds), one thread hop
+                body = await up.body(SMALL_FILE)
+                sha.update(body)
+                if extra is not None:
+                    extra.update(body)
+                size = len(body)
+            else:
+                temp = await asyncio.to_thread(self.store.new_temp)
+                size = 0
+                with open(temp, "wb") as f, up.watch_rate() as rate:
+                    async for chunk in up.response.content.iter_chunked(1 << 18):
+                        rate.got(len(chunk))
+                        await asyncio.to_thread(f.write, chunk)
+                        sha.update(chunk)
+                        if extra is not None:
+                            extra.update(chunk)
+                        size += len(chunk)
+                        if bar is not None:
+                            bar.advance(len(chunk))
+            if w.size is not None and size != w.size:
+                raise VerificationError(f"{url}: {size} bytes, the index says {w.size}")
+            if w.digest is not None:
+                got = (extra or sha).hexdigest()
+                if got != w.digest.hexdigest:
+                    raise VerificationError(f"{url}: {w.digest.algo} {got} does not match "
+                                            f"the index ({w.digest.hexdigest})")
+            hexd = sha.hexdigest()
+            self.result.files_downloaded += 1
+            self.result.bytes_downloaded += size
+            if body is not None:
+                if bar is not None:
+                    bar.advance(size)
+                # written in a batch; the caller drains the placer and syncs
+                # before it records the blob anywhere
+                self.placer.put(body, hexd)
+            else:
+                assert temp is not None
+                await asyncio.to_thread(self.store._place, temp, hexd, True)
+                temp = None
+            return hexd, size
+        except TimeoutError as e:
+            raise UpstreamError(f"{url}: timed out") from e
+        except OSError as e:
+            raise UpstreamError(f"{url}: {e}") from e
+        finally:
+            up.release()
+            if temp is not None:
+                temp.unlink(missing_ok=True)
+
+
 class Mirror:
     def __init__(self, config: Config, repo: RepoConfig, store: FsStore, snapshots: Snapshots,
                  fetcher: Fetcher) -> None:
@@ -182,7 +287,7 @@ class Mirror:
         self.result = SyncResult(repo.name, None)
         self._suites: list[tuple[str, deb822.Release]] = []
         self._kept: dict[str, str] = {}  # package location -> sha256 in the store
-        self._placer = _Placer(store)
+        self._downloads = Downloader(repo, store, fetcher, self.result)
 
     async def sync(self) -> SyncResult:
         t0 = time.monotonic()
@@ -624,13 +729,13 @@ class Mirror:
                     and is_blob(self.store.blob_path(w.digest.hexdigest)):
                 out[w.path] = (w.digest.hexdigest, w.size)
                 return
-            sha, size = await self._download(w)
+            sha, size = await self._downloads.download(w)
             out[w.path] = (sha, size)
 
         try:
             await self._gather(wants, one, "metadata")
         finally:
-            await self._placer.drain()
+            await self._downloads.placer.drain()
         return out
 
     async def _packages(self, packages: list[Package]) -> None:
@@ -665,28 +770,54 @@ class Mirror:
 
         async def flush() -> None:
             entries, batch[:] = list(batch), []
-            await self._placer.drain()
+            await self._downloads.placer.drain()
             if entries:
                 # one sync of the file system for the whole batch, then one
                 # transaction: a blob is durable before the catalog names it
                 await asyncio.to_thread(os.sync)
                 await self.store.commit_entries(entries)
 
+        # Many files: a second process takes a share of the downloads, so that
+        # the sync uses two cores (one event loop spends about half a
+        # millisecond of CPU on each small file). Both take files from one
+        # queue, the helper a few at a time, so that they finish together.
+        concurrency = self.mirror.concurrency
+        processes = self.mirror.processes or (
+            2 if len(todo) >= SPLIT_AT and len(os.sched_getaffinity(0)) >= 2 else 1)
+        helping = processes == 2 and len(todo) >= 2 and concurrency >= 2
+        queue = collections.deque(todo)
+        errors: list[BaseException] = []
+
+        async def done(path: str, sha: str, size: int) -> None:
+            self._kept[path] = sha
+            t = time.time()
+            batch.append(Entry(prefix + path, sha, size, t, t))
+            if len(batch) >= 500:
+                await flush()
+
         with Progress(f"{self.repo.name}: {len(todo)} packages", total) as bar:
-            sem = asyncio.Semaphore(self.mirror.concurrency)
+            async def worker() -> None:
+                while queue:
+                    w = queue.popleft()
+                    try:
+                        sha, size = await self._downloads.download(w, bar=bar)
+                    except Exception as e:
+                        errors.append(e)
+                        continue
+                    await done(w.path, sha, size)
 
-            async def one(w: Want) -> None:
-                async with sem:
-                    sha, size = await self._download(w, bar=bar)
-                    self._kept[w.path] = sha
-                    t = time.time()
-                    batch.append(Entry(prefix + w.path, sha, size, t, t))
-                    if len(batch) >= 500:
-                        await flush()
-
-            results = await asyncio.gather(*(one(w) for w in todo), return_exceptions=True)
+            helper = _Helper(self.config, self.repo.name, queue, concurrency // 2, bar, done,
+                             self.result)
+            ours = concurrency - concurrency // 2 if helping else concurrency
+            await asyncio.gather(*(worker() for _ in range(ours)),
+                                 helper.run() if helping else _nothing())
+            if helper.unfinished:  # the helper failed: its files are done here
+                log.warning("%s: the download helper process stopped; %d of its files are "
+                            "fetched by the sync itself", self.repo.name, len(helper.unfinished))
+                queue.extend(helper.unfinished)
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
             await flush()
-        errors = [r for r in results if isinstance(r, BaseException)]
+        errors += helper.errors
         if errors:
             for e in errors[:5]:
                 log.error("%s", e)
@@ -708,87 +839,6 @@ class Mirror:
         if errors:
             raise SyncError(f"{self.repo.name}: {len(errors)} {what} file(s) failed "
                             f"(first: {errors[0]}); nothing was published")
-
-    async def _download(self, w: Want, bar: Progress | None = None) -> tuple[str, int]:
-        """Download, verify and place one file as a blob (small ones are queued
-        on the placer: the caller drains it, and syncs, before anything names
-        them). Its sha256 and size."""
-        errors: list[str] = []
-        # A by-hash copy first (immune to a publish upstream during the sync),
-        # then, as apt does when by-hash fails, the file's own path.
-        paths = [w.fetch_path, w.path] if w.fetch_path else [w.path]
-        for base in self.repo.upstreams:
-            for path in paths:
-                url = f"{base}/{path}"
-                try:
-                    return await self._download_from(url, w, bar)
-                except (UpstreamError, VerificationError, NotFound) as e:
-                    errors.append(e.message)
-                    log.warning("%s", e.message)
-        raise SyncError(f"{w.path}: " + "; ".join(errors))
-
-    async def _download_from(self, url: str, w: Want,
-                             bar: Progress | None) -> tuple[str, int]:
-        up = await self.fetcher.get(url)
-        temp: Path | None = None
-        try:
-            if up.status == 404:
-                raise NotFound(f"{url}: 404")
-            if up.status != 200:
-                raise UpstreamError(f"{url}: HTTP {up.status}")
-            sha = hashlib.sha256()
-            extra = hashlib.new(w.digest.algo) if w.digest and w.digest.algo != "sha256" else None
-            length = up.response.content_length
-            body: bytes | None = None
-            if length is not None and length <= SMALL_FILE:
-                # small: read whole, hash on the loop (microseconds), one thread hop
-                body = await up.body(SMALL_FILE)
-                sha.update(body)
-                if extra is not None:
-                    extra.update(body)
-                size = len(body)
-            else:
-                temp = await asyncio.to_thread(self.store.new_temp)
-                size = 0
-                with open(temp, "wb") as f, up.watch_rate() as rate:
-                    async for chunk in up.response.content.iter_chunked(1 << 18):
-                        rate.got(len(chunk))
-                        await asyncio.to_thread(f.write, chunk)
-                        sha.update(chunk)
-                        if extra is not None:
-                            extra.update(chunk)
-                        size += len(chunk)
-                        if bar is not None:
-                            bar.advance(len(chunk))
-            if w.size is not None and size != w.size:
-                raise VerificationError(f"{url}: {size} bytes, the index says {w.size}")
-            if w.digest is not None:
-                got = (extra or sha).hexdigest()
-                if got != w.digest.hexdigest:
-                    raise VerificationError(f"{url}: {w.digest.algo} {got} does not match "
-                                            f"the index ({w.digest.hexdigest})")
-            hexd = sha.hexdigest()
-            self.result.files_downloaded += 1
-            self.result.bytes_downloaded += size
-            if body is not None:
-                if bar is not None:
-                    bar.advance(size)
-                # written in a batch; the caller drains the placer and syncs
-                # before it records the blob anywhere
-                self._placer.put(body, hexd)
-            else:
-                assert temp is not None
-                await asyncio.to_thread(self.store._place, temp, hexd, True)
-                temp = None
-            return hexd, size
-        except TimeoutError as e:
-            raise UpstreamError(f"{url}: timed out") from e
-        except OSError as e:
-            raise UpstreamError(f"{url}: {e}") from e
-        finally:
-            up.release()
-            if temp is not None:
-                temp.unlink(missing_ok=True)
 
     async def _get_bytes(self, path: str, limit: int = 64 << 20) -> bytes:
         errors: list[str] = []
@@ -826,6 +876,216 @@ class Mirror:
         sha = hashlib.sha256(data).hexdigest()
         await asyncio.to_thread(self.store._place, temp, sha)
         return (sha, len(data))
+
+
+#: a sync with at least this many files to download shares them with a helper process
+SPLIT_AT = 1000
+
+
+async def _nothing() -> None:
+    return None
+
+
+class _Helper:
+    """A second process for part of a sync's downloads. It downloads,
+    verifies and places files in the store as the sync does (it never touches
+    the catalog). Its stdin: the pickled arguments (after their length, 8
+    bytes), then one JSON array a line: ["W", id, path, size, algo, digest,
+    fetch_path] a file to fetch, ["Z"] no more. Its stdout: ["P", bytes]
+    progress, ["F", id] fetched and verified (send another), ["K", id, sha256,
+    size] placed, ["E", id, why] failed, ["X", why] gave up, ["D"] done. A
+    file counts only once placed; the sync syncs the file system before it
+    records any."""
+
+    def __init__(self, config: Config, name: str, queue: collections.deque[Want],
+                 concurrency: int, bar: Advancing,
+                 done: Callable[[str, str, int], Awaitable[None]], result: SyncResult) -> None:
+        self.config, self.name, self.queue = config, name, queue
+        self.concurrency = max(1, concurrency)
+        self.bar, self.done, self.result = bar, done, result
+        self.errors: list[BaseException] = []
+        #: files it was given and did not finish (placed or failed), if it died
+        self.unfinished: list[Want] = []
+
+    async def run(self) -> None:
+        given: dict[int, Want] = {}
+        ids = iter(range(1 << 62))
+        ended = False
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", "from pkgdepot.mirror import helper_entry; helper_entry()",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+        except OSError as e:
+            log.warning("%s: no download helper process: %s", self.name, e)
+            return
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin = proc.stdin
+
+        def feed(n: int) -> None:
+            nonlocal ended
+            lines = []
+            while n > 0 and self.queue:
+                w, i = self.queue.pop(), next(ids)
+                given[i] = w
+                digest = w.digest
+                lines.append(["W", i, w.path, w.size, digest.algo if digest else None,
+                              digest.hexdigest if digest else None, w.fetch_path])
+                n -= 1
+            if not self.queue and not ended:
+                lines.append(["Z"])
+                ended = True
+            if lines and not stdin.is_closing():
+                stdin.write(b"".join(json.dumps(x).encode() + b"\n" for x in lines))
+
+        finished = False
+        try:
+            args = pickle.dumps((self.config, self.name, self.concurrency, os.getpid()))
+            stdin.write(len(args).to_bytes(8, "big") + args)
+            feed(4 * self.concurrency)
+            async for line in proc.stdout:
+                msg = json.loads(line)
+                kind = msg[0]
+                if kind == "P":
+                    self.bar.advance(int(msg[1]))
+                elif kind == "F":
+                    feed(1)
+                elif kind == "K" and msg[1] in given:
+                    w = given.pop(msg[1])
+                    self.result.files_downloaded += 1
+                    self.result.helper_files += 1
+                    self.result.bytes_downloaded += int(msg[3])
+                    await self.done(w.path, msg[2], int(msg[3]))
+                elif kind == "E" and msg[1] in given:
+                    w = given.pop(msg[1])
+                    self.errors.append(SyncError(f"{w.path}: {msg[2]}"))
+                    feed(1)
+                elif kind == "X":
+                    self.errors.append(SyncError(str(msg[1])))
+                elif kind == "D":
+                    finished = True
+            await proc.wait()
+        except (OSError, ValueError) as e:  # a broken pipe, or garbled output
+            log.warning("%s: the download helper process failed: %s", self.name, e)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        if not finished and given:
+            self.unfinished = list(given.values())
+
+
+class _Ticker:
+    """Progress of a helper process, sent to its parent at most ten times a second."""
+
+    def __init__(self, emit: Callable[..., None]) -> None:
+        self.emit, self.bytes, self.at = emit, 0, time.monotonic()
+
+    def advance(self, n: int) -> None:
+        self.bytes += n
+        if time.monotonic() - self.at > 0.1:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.bytes:
+            self.emit("P", self.bytes)
+        self.bytes, self.at = 0, time.monotonic()
+
+
+def helper_entry() -> None:
+    """A sync's download helper (`_Helper`)."""
+    import signal
+
+    size = int.from_bytes(_read_exactly(0, 8), "big")
+    config, name, concurrency, parent = pickle.loads(_read_exactly(0, size))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sync decides, and stops us
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s sync helper: %(message)s")
+    sys.exit(asyncio.run(_helper_main(config, name, concurrency, parent)))
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            raise SystemExit(1)  # the sync went away
+        buf += chunk
+    return buf
+
+
+async def _helper_main(config: Config, name: str, concurrency: int, parent: int) -> int:
+    out = sys.stdout.buffer
+
+    def emit(*msg: object) -> None:
+        out.write(json.dumps(msg).encode() + b"\n")
+        out.flush()
+
+    loop = asyncio.get_running_loop()
+
+    def watch() -> None:  # the sync went away (even by SIGKILL): so do we
+        if os.getppid() != parent:
+            os._exit(1)
+        loop.call_later(0.5, watch)
+
+    watch()
+    work: asyncio.Queue[tuple[int, Want] | None] = asyncio.Queue()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    # the transport owns this file object (fd 0 stays open) until the loop ends
+    stdin = open(0, "rb", buffering=0, closefd=False)  # noqa: SIM115
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+
+    async def read() -> None:
+        async for line in reader:
+            msg = json.loads(line)
+            if msg[0] == "W":
+                _, i, path, size, algo, hexdigest, fetch_path = msg
+                work.put_nowait((i, Want(path, size, Digest(algo, hexdigest) if algo else None,
+                                         fetch_path)))
+            elif msg[0] == "Z":
+                break
+        for _ in range(concurrency):
+            work.put_nowait(None)
+
+    store = FsStore(config.data_dir)  # blobs only: the catalog is the sync's
+    fetcher = Fetcher(config)
+    await fetcher.start()
+    downloads = Downloader(config.repos[name], store, fetcher, SyncResult(name, None))
+    ticker = _Ticker(emit)
+    placed: list[tuple[int, str, int]] = []
+
+    async def report() -> None:
+        ready = list(placed)
+        placed.clear()
+        await downloads.placer.drain()  # queued before `ready` was taken: written now
+        for i, sha, size in ready:
+            emit("K", i, sha, size)
+        ticker.flush()
+
+    async def worker() -> None:
+        while (item := await work.get()) is not None:
+            i, w = item
+            try:
+                sha, size = await downloads.download(w, ticker)
+            except PkgdepotError as e:
+                emit("E", i, e.message)
+                continue
+            emit("F", i)
+            placed.append((i, sha, size))
+            if len(placed) >= 100:
+                await report()
+
+    reading = asyncio.create_task(read())
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await report()
+    except PkgdepotError as e:  # the store failed (a full disk): nothing more can go
+        emit("X", e.message)
+        return 1
+    finally:
+        reading.cancel()
+        await fetcher.close()
+    emit("D")
+    return 0
 
 
 async def run_sync(config: Config, name: str) -> SyncResult:

@@ -4,6 +4,8 @@ the upstream is down, resumable, refusing a bad signature."""
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -124,6 +126,77 @@ def test_interrupted_sync_resumes(tmp_path: Path, upstream: Upstream, gpg_key: G
     again = {r.path for r in upstream.records(suffix(".deb"))}
     assert again == {"/debian/" + p.path for p in repo.packages} - fetched
     assert "/debian/" + repo.package("pkg7").path in again
+
+
+def test_sync_shares_downloads_with_a_second_process(tmp_path: Path, upstream: Upstream,
+                                                     gpg_key: GpgKey) -> None:
+    """`processes = 2`: a helper process downloads, verifies and places a share
+    of the files. Failures on either side are counted and publish nothing;
+    the next sync fetches only what is missing, and apt installs from it."""
+    cfg = config(upstream, gpg_key.public_armored).replace(
+        'architectures = ["amd64"]\n',
+        'architectures = ["amd64"]\nprocesses = 2\nconcurrency = 2\n', 1)
+    with DepotProcess(tmp_path / "depot", cfg) as depot:
+        repo = build_apt_repo(upstream.root / "debian", gpg_key, DEBS)
+        cut = [f"pkg{i}" for i in range(3, 7)]  # adjacent: both processes have some
+        for name in cut:
+            upstream.cut(suffix(f"/{name}_1.0_all.deb"), after=100)
+        out = sync(depot, "deb", ok=False)
+        assert "4 of 13 packages failed" in out and "nothing published" in out, out
+        assert depot.get("/deb/dists/stable/InRelease")[0] == 404
+        upstream.clear_faults()
+        upstream.clear_log()
+        for name in cut:  # the sync's one worker is still on its first when the helper starts
+            upstream.stall(suffix(f"/{name}_1.0_all.deb"), 1.0)
+        out = sync(depot, "deb")
+        assert "published snapshot" in out and "9 already in the store" in out, out
+        assert "4 files" in out and "(3 by a second process)" in out, out
+        assert {r.path for r in upstream.records(suffix(".deb"))} == {
+            "/debian/" + repo.package(name).path for name in cut}
+        c = apt(tmp_path, "c1", repo.sources_line(f"{depot.url}/deb"))
+        c.update()
+        c.install(["hello", *cut])
+        assert c.installed() == {"hello": "1.0", "pkg1": "1.0", **dict.fromkeys(cut, "1.0")}
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def test_sync_survives_its_helper_process_dying(tmp_path: Path, upstream: Upstream,
+                                                gpg_key: GpgKey) -> None:
+    """The helper process is killed (SIGKILL) while it has files in hand: the
+    sync fetches them itself and publishes a complete state."""
+    cfg = config(upstream, gpg_key.public_armored).replace(
+        'architectures = ["amd64"]\n',
+        'architectures = ["amd64"]\nprocesses = 2\nconcurrency = 2\n', 1)
+    with DepotProcess(tmp_path / "depot", cfg) as depot:
+        repo = build_apt_repo(upstream.root / "debian", gpg_key, DEBS)
+        upstream.slow(suffix(".deb"), bytes_per_second=20_000)  # ~0.3 s a package
+        proc = subprocess.Popen([sys.executable, "-m", "pkgdepot", "mirror", "sync", "deb",
+                                 "--data-dir", str(depot.data_dir), "--config",
+                                 str(depot.config_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not (helpers := _children(proc.pid)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert helpers, "no helper process appeared"
+            assert upstream.wait_for(lambda log: sum(
+                1 for r in log if r.path.endswith(".deb") and r.done) >= 2, timeout=60)
+            for pid in helpers:  # the sync's own child, started by this test's sync
+                os.kill(pid, signal.SIGKILL)
+            out, _ = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, out
+        assert "download helper process stopped" in out and "published snapshot" in out, out
+        for p in repo.packages:  # the published state is complete
+            status, _h, body = depot.get(f"/deb/{p.path}")
+            assert status == 200 and hashlib.sha256(body).hexdigest() == p.sha256
 
 
 def test_rpm_mirror_with_dnf(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey,
