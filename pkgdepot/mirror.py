@@ -891,11 +891,12 @@ class _Helper:
     verifies and places files in the store as the sync does (it never touches
     the catalog). Its stdin: the pickled arguments (after their length, 8
     bytes), then one JSON array a line: ["W", id, path, size, algo, digest,
-    fetch_path] a file to fetch, ["Z"] no more. Its stdout: ["P", bytes]
-    progress, ["F", id] fetched and verified (send another), ["K", id, sha256,
-    size] placed, ["E", id, why] failed, ["X", why] gave up, ["D"] done. A
-    file counts only once placed; the sync syncs the file system before it
-    records any."""
+    fetch_path]... files to fetch, ["Z"] no more. Its stdout: ["R", n] asks
+    for up to n more files, ["P", bytes] progress, ["K", [id, sha256, size]...]
+    placed, ["E", id, why] failed, ["X", why] gave up, ["D"] done. A file
+    counts only once placed; the sync syncs the file system before it
+    records any. Files go out a batch at a time, smaller as the queue runs
+    out, so that both processes finish together."""
 
     def __init__(self, config: Config, name: str, queue: collections.deque[Want],
                  concurrency: int, bar: Advancing,
@@ -923,48 +924,49 @@ class _Helper:
 
         def feed(n: int) -> None:
             nonlocal ended
-            lines = []
+            n = min(n, max(self.concurrency, len(self.queue) // 8))
+            files = []
             while n > 0 and self.queue:
                 w, i = self.queue.pop(), next(ids)
                 given[i] = w
                 digest = w.digest
-                lines.append(["W", i, w.path, w.size, digest.algo if digest else None,
+                files.append([i, w.path, w.size, digest.algo if digest else None,
                               digest.hexdigest if digest else None, w.fetch_path])
                 n -= 1
+            out = [["W", *files]] if files else []
             if not self.queue and not ended:
-                lines.append(["Z"])
+                out.append(["Z"])
                 ended = True
-            if lines and not stdin.is_closing():
-                stdin.write(b"".join(json.dumps(x).encode() + b"\n" for x in lines))
+            if out and not stdin.is_closing():
+                stdin.write(b"".join(json.dumps(x).encode() + b"\n" for x in out))
 
         finished = False
         try:
             args = pickle.dumps((self.config, self.name, self.concurrency, os.getpid()))
             stdin.write(len(args).to_bytes(8, "big") + args)
-            feed(4 * self.concurrency)
             async for line in proc.stdout:
                 msg = json.loads(line)
                 kind = msg[0]
                 if kind == "P":
                     self.bar.advance(int(msg[1]))
-                elif kind == "F":
-                    feed(1)
-                elif kind == "K" and msg[1] in given:
-                    w = given.pop(msg[1])
-                    self.result.files_downloaded += 1
-                    self.result.helper_files += 1
-                    self.result.bytes_downloaded += int(msg[3])
-                    await self.done(w.path, msg[2], int(msg[3]))
+                elif kind == "R":
+                    feed(int(msg[1]))
+                elif kind == "K":
+                    for i, sha, size in msg[1:]:
+                        w = given.pop(i)
+                        self.result.files_downloaded += 1
+                        self.result.helper_files += 1
+                        self.result.bytes_downloaded += int(size)
+                        await self.done(w.path, sha, int(size))
                 elif kind == "E" and msg[1] in given:
                     w = given.pop(msg[1])
                     self.errors.append(SyncError(f"{w.path}: {msg[2]}"))
-                    feed(1)
                 elif kind == "X":
                     self.errors.append(SyncError(str(msg[1])))
                 elif kind == "D":
                     finished = True
             await proc.wait()
-        except (OSError, ValueError) as e:  # a broken pipe, or garbled output
+        except (OSError, ValueError, KeyError) as e:  # a broken pipe, or garbled output
             log.warning("%s: the download helper process failed: %s", self.name, e)
         finally:
             if proc.returncode is None:
@@ -1034,15 +1036,27 @@ async def _helper_main(config: Config, name: str, concurrency: int, parent: int)
     stdin = open(0, "rb", buffering=0, closefd=False)  # noqa: SIM115
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
 
+    asked = False
+
+    def ask() -> None:  # more files before these run out
+        nonlocal asked
+        if not asked and work.qsize() < 2 * concurrency:
+            emit("R", 16 * concurrency)
+            asked = True
+
     async def read() -> None:
+        nonlocal asked
         async for line in reader:
             msg = json.loads(line)
             if msg[0] == "W":
-                _, i, path, size, algo, hexdigest, fetch_path = msg
-                work.put_nowait((i, Want(path, size, Digest(algo, hexdigest) if algo else None,
-                                         fetch_path)))
+                for i, path, size, algo, hexdigest, fetch_path in msg[1:]:
+                    digest = Digest(algo, hexdigest) if algo else None
+                    work.put_nowait((i, Want(path, size, digest, fetch_path)))
+                asked = False
+                ask()
             elif msg[0] == "Z":
                 break
+        asked = True  # nothing more to ask for
         for _ in range(concurrency):
             work.put_nowait(None)
 
@@ -1057,23 +1071,24 @@ async def _helper_main(config: Config, name: str, concurrency: int, parent: int)
         ready = list(placed)
         placed.clear()
         await downloads.placer.drain()  # queued before `ready` was taken: written now
-        for i, sha, size in ready:
-            emit("K", i, sha, size)
+        if ready:
+            emit("K", *ready)
         ticker.flush()
 
     async def worker() -> None:
         while (item := await work.get()) is not None:
+            ask()
             i, w = item
             try:
                 sha, size = await downloads.download(w, ticker)
             except PkgdepotError as e:
                 emit("E", i, e.message)
                 continue
-            emit("F", i)
             placed.append((i, sha, size))
             if len(placed) >= 100:
                 await report()
 
+    ask()
     reading = asyncio.create_task(read())
     try:
         await asyncio.gather(*(worker() for _ in range(concurrency)))

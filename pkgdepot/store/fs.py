@@ -567,9 +567,25 @@ class FsStore:
     # -- vouches ---------------------------------------------------------
 
     async def add_vouches(self, vouches: Iterable[Vouch]) -> int:
+        """Record what an index vouches for; the number of rows written. The
+        rows of a large index are compared with those already recorded under
+        the keys' common prefix, and only new or changed ones are written: an
+        index that changed a little costs one read and a few writes."""
+
         def run() -> int:
             rows = [(v.key, v.size, v.digest.algo, v.digest.hexdigest, v.canonical)
                     for v in vouches]
+            # a prefix of the keys as strings (not paths): their range in the table
+            keys = [r[0] for r in rows]
+            under = os.path.commonprefix(keys) if len(rows) > 256 else ""  # noqa: RUF071
+            if under:
+                hi = under[:-1] + chr(ord(under[-1]) + 1)
+                have = {r[0]: r for r in self.db.execute(
+                    "SELECT key, size, algo, digest, canonical FROM vouches "
+                    "WHERE key >= ? AND key < ?", (under, hi))}
+                rows = [r for r in rows if have.get(r[0]) != r]
+                if not rows:
+                    return 0
             with self.db:
                 self.db.execute("BEGIN")
                 self.db.executemany("INSERT OR REPLACE INTO vouches VALUES (?,?,?,?,?)", rows)
