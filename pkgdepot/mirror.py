@@ -146,8 +146,12 @@ class _Placer:
         self._pending: list[tuple[bytes, str]] = []
         self._task: asyncio.Task[None] | None = None
         self._failed: BaseException | None = None
+        self.queued = 0   # files put so far
+        self._written = 0  # of them, written (in order)
+        self._wrote = asyncio.Event()
 
     def put(self, data: bytes, sha256: str) -> None:
+        self.queued += 1
         self._pending.append((data, sha256))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -158,11 +162,27 @@ class _Placer:
             while self._pending:
                 batch, self._pending = self._pending, []
                 await asyncio.to_thread(self._store.place_many, batch)
+                self._written += len(batch)
+                self._signal()
         except BaseException as e:
             self._failed = e  # kept until drained: nothing queued since counts as placed
             raise
         finally:
             self._task = None  # nothing pending: the next put starts a new run
+            self._signal()
+
+    def _signal(self) -> None:
+        """Wake whoever waits in `written`, with a fresh event for the next ones."""
+        self._wrote.set()
+        self._wrote = asyncio.Event()
+
+    async def written(self, mark: int) -> None:
+        """Wait until the first `mark` files put are written (not for the
+        ones put since, as `drain` does); raises what failed."""
+        while self._written < mark and self._failed is None and self._task is not None:
+            await self._wrote.wait()
+        if self._written < mark:
+            await self.drain()  # failed: raises (or, if it ended, nothing is left)
 
     async def drain(self) -> None:
         while self._task is not None:
@@ -806,9 +826,10 @@ class Mirror:
                         continue
                     await done(w.path, sha, size)
 
-            helper = _Helper(self.config, self.repo.name, queue, concurrency // 2, bar, done,
+            # the sync's own process also records what both fetch: it takes fewer
+            ours = max(1, concurrency // 4) if helping else concurrency
+            helper = _Helper(self.config, self.repo.name, queue, concurrency - ours, bar, done,
                              self.result)
-            ours = concurrency - concurrency // 2 if helping else concurrency
             await asyncio.gather(*(worker() for _ in range(ours)),
                                  helper.run() if helping else _nothing())
             if helper.unfinished:  # the helper failed: its files are done here
@@ -924,7 +945,7 @@ class _Helper:
 
         def feed(n: int) -> None:
             nonlocal ended
-            n = min(n, max(self.concurrency, len(self.queue) // 8))
+            n = min(n, max(self.concurrency, len(self.queue) // 4))
             files = []
             while n > 0 and self.queue:
                 w, i = self.queue.pop(), next(ids)
@@ -1040,8 +1061,8 @@ async def _helper_main(config: Config, name: str, concurrency: int, parent: int)
 
     def ask() -> None:  # more files before these run out
         nonlocal asked
-        if not asked and work.qsize() < 2 * concurrency:
-            emit("R", 16 * concurrency)
+        if not asked and work.qsize() < 8 * concurrency:
+            emit("R", 32 * concurrency)
             asked = True
 
     async def read() -> None:
@@ -1070,7 +1091,7 @@ async def _helper_main(config: Config, name: str, concurrency: int, parent: int)
     async def report() -> None:
         ready = list(placed)
         placed.clear()
-        await downloads.placer.drain()  # queued before `ready` was taken: written now
+        await downloads.placer.written(downloads.placer.queued)  # those in `ready` too
         if ready:
             emit("K", *ready)
         ticker.flush()

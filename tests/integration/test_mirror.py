@@ -183,8 +183,9 @@ def test_sync_survives_its_helper_process_dying(tmp_path: Path, upstream: Upstre
             while not (helpers := _children(proc.pid)) and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert helpers, "no helper process appeared"
+            # two packages in flight at once: the sync's one worker, and the helper
             assert upstream.wait_for(lambda log: sum(
-                1 for r in log if r.path.endswith(".deb") and r.done) >= 2, timeout=60)
+                1 for r in log if r.path.endswith(".deb") and not r.done) >= 2, timeout=60)
             for pid in helpers:  # the sync's own child, started by this test's sync
                 os.kill(pid, signal.SIGKILL)
             out, _ = proc.communicate(timeout=120)
