@@ -66,6 +66,8 @@ class StreamHead:
 
 #: bodies up to this size (by Content-Length) are received into memory, not a file
 INLINE_BODY = 64 << 10
+#: ... as long as the bodies of downloads not yet in the store stay under this
+HELD_LIMIT = 32 << 20
 
 
 class _Unasked(enum.Enum):
@@ -90,6 +92,7 @@ class Flight:
         self.reader: BinaryIO | None = None
         #: a small body, received into memory instead of a temporary file
         self.body: bytearray | None = None
+        self.held = 0  # its size, counted in Cache._held until the flight ends
         self.size: int | None = None
         self.written = 0
         self.revalidated = False
@@ -206,6 +209,8 @@ class Cache:
         self._tasks: set[asyncio.Task[None]] = set()
         #: verified downloads being moved into the store (see `_keep`, `drain`)
         self._commits: set[asyncio.Task[Entry]] = set()
+        #: bytes of small bodies held in memory by downloads not yet finished
+        self._held = 0
 
     # -- the entry point ---------------------------------------------------
 
@@ -275,6 +280,8 @@ class Cache:
                 flight.head.set_result(entry)
             flight.done.set_result(entry)
         finally:
+            self._held -= flight.held
+            flight.held = 0
             if self.flights.get(route.key) is flight:
                 del self.flights[route.key]
             flight.finished = True
@@ -402,8 +409,11 @@ class Cache:
             flight.reader.close()
             flight.reader = None
         flight.written = 0
-        if length is not None and length <= INLINE_BODY and keyring is None:
+        if (length is not None and length <= INLINE_BODY and keyring is None
+                and self._held + length <= HELD_LIMIT):
             flight.body = bytearray()
+            self._held += length - flight.held
+            flight.held = length
         else:
             flight.body = None
             temp, flight.reader, wfd = await asyncio.to_thread(self._open_temp, length)

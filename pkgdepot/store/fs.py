@@ -131,8 +131,8 @@ class FsStore:
         self._shards: set[Path] = set()  # blob shard directories checked by place_many
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="pkgdepot-catalog")
         self._db: sqlite3.Connection | None = None
-        #: (temp, entry, synced, future) waiting for the group commit (see `commit`)
-        self._committing: list[tuple[Path | bytes, Entry, bool, asyncio.Future[Entry]]] = []
+        #: entries of placed blobs waiting to be recorded together (see `commit`)
+        self._committing: list[tuple[Entry, asyncio.Future[Entry]]] = []
         self._committer: asyncio.Task[None] | None = None
         #: key -> when it was last read, not yet written to the catalog (see flush_access)
         self._accessed: dict[str, float] = {}
@@ -426,55 +426,42 @@ class FsStore:
     async def commit(self, temp: Path | bytes, entry: Entry, synced: bool = False) -> Entry:
         """Move `temp` into the store as `entry`'s blob (fsynced first unless
         `synced`), or write it there if it is the content itself, and record
-        the entry. Commits that come while others are
-        under way are done together (group commit): one trip to a thread for
-        their fsyncs and renames, one catalog transaction for their entries."""
+        the entry. Files are placed in parallel (their fsyncs share the file
+        system's journal commits); entries that come while others are being
+        written are recorded together, in one catalog transaction."""
+        await asyncio.to_thread(self._place_any, temp, entry.sha256, synced)
         fut: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
-        self._committing.append((temp, entry, synced, fut))
+        self._committing.append((entry, fut))
         if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_batches(),
-                                                  name="store group commit")
+            self._committer = asyncio.create_task(self._record_batches(),
+                                                  name="store catalog writes")
         return await fut
 
-    async def _commit_batches(self) -> None:
+    def _place_any(self, temp: Path | bytes, sha256: str, synced: bool) -> None:
+        if isinstance(temp, bytes):
+            self._write_blob(temp, sha256, sync=True)
+        else:
+            self._place(temp, sha256, synced)
+
+    async def _record_batches(self) -> None:
         while self._committing:
             batch, self._committing = self._committing, []
-
-            def place(batch: list[tuple[Path | bytes, Entry, bool, asyncio.Future[Entry]]]
-                      ) -> list[BaseException | None]:
-                out: list[BaseException | None] = []
-                for temp, entry, synced, _ in batch:
-                    try:
-                        if isinstance(temp, bytes):
-                            self._write_blob(temp, entry.sha256, sync=True)
-                        else:
-                            self._place(temp, entry.sha256, synced)
-                        out.append(None)
-                    except Exception as e:
-                        out.append(e)
-                return out
-
-            results: list[BaseException | None]
             try:
-                results = await asyncio.to_thread(place, batch)
-                placed = [item[1] for item, r in zip(batch, results, strict=True) if r is None]
-                if placed:
-                    await self._call(self._put_many, placed)
+                await self._call(self._put_many, [entry for entry, _ in batch])
             except BaseException as e:  # the catalog failed, or shutdown cancelled us
-                results = [e] * len(batch)
+                for _, fut in batch:
+                    if not fut.done():
+                        if isinstance(e, Exception):
+                            fut.set_exception(e)
+                        else:
+                            fut.cancel()
                 if not isinstance(e, Exception):
-                    for *_, fut in batch:
-                        fut.cancel()
                     raise
-            for (_, entry, _, fut), r in zip(batch, results, strict=True):
-                if r is None:
-                    self._entries[entry.key] = entry
-                if fut.done():
-                    continue
-                if r is None:
+                continue
+            for entry, fut in batch:
+                self._entries[entry.key] = entry
+                if not fut.done():
                     fut.set_result(entry)
-                else:
-                    fut.set_exception(r)
 
     async def entries_with_prefix(self, prefix: str) -> dict[str, Entry]:
         """Every catalog entry whose key starts with `prefix` (one query)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import http.client
+import json
 import os
 import socket
 import time
@@ -336,3 +337,33 @@ def test_allowed_connect_tunnels_and_caches_nothing(tmp_path: Path, upstream: Up
         s.close()
         assert buf.startswith(b"HTTP/1.") and buf.endswith((www / SMALL).read_bytes())
         assert not [p for p in (d.data_dir / "blobs").rglob("*") if p.is_file()]
+
+
+def test_a_burst_of_small_misses_is_kept_promptly(depot: DepotProcess, upstream: Upstream,
+                                                  www: Path) -> None:
+    """300 distinct small files missed by 16 clients at once: each client gets
+    its file, and within seconds every one is in the store and no download is
+    left holding its body (small bodies are kept in memory until stored: a
+    store that fell behind would keep them all, and serve them from there)."""
+    names = [f"debian/pool/main/b/burst/burst{i}_1.0_all.deb" for i in range(300)]
+    want = {n: hashlib.sha256(_write(www, n, os.urandom(3000 + i))).hexdigest()
+            for i, n in enumerate(names)}
+
+    def get(name: str) -> str:
+        status, _h, body = depot.get(via(upstream, name))
+        assert status == 200
+        return hashlib.sha256(body).hexdigest()
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        got = dict(zip(names, pool.map(get, names), strict=True))
+    assert got == want
+    deadline = time.monotonic() + 10
+    while True:
+        status = json.loads(depot.get("/_pkgdepot/status.json")[2])
+        if not status["in_flight"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert status["in_flight"] == [], status["in_flight"][:5]
+    hits = {n: depot.get(via(upstream, n))[1]["X-Pkgdepot-Cache"] for n in names[::30]}
+    assert set(hits.values()) == {"HIT"}, hits
+    assert settled(upstream, "/" + names[0], 1) == 1
