@@ -826,8 +826,8 @@ class Mirror:
                         continue
                     await done(w.path, sha, size)
 
-            # the sync's own process also records what both fetch: it takes fewer
-            ours = max(1, concurrency // 4) if helping else concurrency
+            # the sync's own process also records what both fetch
+            ours = concurrency - concurrency // 2 if helping else concurrency
             helper = _Helper(self.config, self.repo.name, queue, concurrency - ours, bar, done,
                              self.result)
             await asyncio.gather(*(worker() for _ in range(ours)),
