@@ -400,9 +400,9 @@ class Cache:
         last_modified = up.response.headers.get("Last-Modified")
         # A small body (that needs no signature check, which reads a file) is
         # received into memory and clients are sent it from there; it reaches
-        # the disk with the commit (one trip to a thread for many files). A
-        # temporary file and the trips to a thread to write it would cost more
-        # than the bytes.
+        # the disk when it is kept (one trip to a thread). A temporary file,
+        # and the trips to a thread to create, write and read it, would cost
+        # more than the bytes.
         temp: Path | None = None
         wfd = -1
         if flight.reader is not None:
@@ -416,6 +416,8 @@ class Cache:
             flight.held = length
         else:
             flight.body = None
+            self._held -= flight.held
+            flight.held = 0
             temp, flight.reader, wfd = await asyncio.to_thread(self._open_temp, length)
             flight.temp = temp
         if length is not None and keyring is None:

@@ -39,6 +39,17 @@ def _fill(path: Path, leave: int = 0) -> int:
     return path.stat().st_size
 
 
+def _writing(tmp: Path) -> bool:
+    """Whether a download's temporary file in `tmp` has bytes in it."""
+    for t in tmp.iterdir():
+        try:
+            if t.name.startswith("dl-") and t.stat().st_size > 0:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def disk_full(site: Site, work: Path) -> Outcome:
     out = Outcome("data directory full (ENOSPC)")
     t0 = time.monotonic()
@@ -89,8 +100,11 @@ def disk_full(site: Site, work: Path) -> Outcome:
             up.stall_body(f"/debian/{p.path}", 50_000, 1.2)
             with concurrent.futures.ThreadPoolExecutor(1) as pool:
                 pending = pool.submit(fetch, depot.port, f"/deb/{p.path}")
-                deadline = time.monotonic() + 10  # the log is not notified per write: poll
-                while up.bytes_sent(f"/debian/{p.path}") < 50_000 and time.monotonic() < deadline:
+                # fill the disk once the depot is writing the download (not when
+                # the upstream has sent its first bytes: the depot may not have
+                # opened its temporary file yet, and would then refuse the miss)
+                deadline = time.monotonic() + 10
+                while not _writing(seen / "tmp") and time.monotonic() < deadline:
                     time.sleep(0.01)
                 _fill(filler)
                 got = pending.result()
@@ -107,9 +121,11 @@ def disk_full(site: Site, work: Path) -> Outcome:
             for p in pkgs[3:7]:
                 _good(depot, p.path, p.sha256, out, "after space returned")
             log = depot.log()
-            out.check("full" in log, "the depot did not log the full file system")
+            # (not just "full": the test's own directory name has that word)
+            out.check("data directory is full" in log, "the depot did not log the full disk")
             out.notes.append("logged: " + next(
-                (line.split(" -> ", 1)[-1] for line in log.splitlines() if "full" in line), ""))
+                (line.split(" -> ", 1)[-1] for line in log.splitlines()
+                 if "data directory is full" in line), ""))
             out.check("filled up after" in log, "ENOSPC mid-download was not logged")
             verify_blobs(seen, out)
             depot.stop()
