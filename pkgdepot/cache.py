@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -141,6 +141,28 @@ class Flight:
         if self.done.done() and not self.done.cancelled():
             return self.done.exception()
         return None
+
+
+@contextlib.contextmanager
+def _transfer_errors(url: str, flight: Flight) -> Iterator[None]:
+    """A body transfer's failures as the cache reports them: a stall, a full
+    data directory, or any other transport failure (what the depot raised
+    itself passes unchanged)."""
+    try:
+        yield
+    except TimeoutError as e:
+        raise UpstreamTimeout(f"{url}: upstream stalled after {flight.written} bytes") from e
+    except PkgdepotError:
+        raise
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise StoreError(f"{url}: the data directory filled up after "
+                             f"{flight.written} bytes: not kept") from e
+        raise UpstreamError(f"{url}: transfer failed after {flight.written} bytes: "
+                            f"{e}") from e
+    except Exception as e:
+        raise UpstreamError(f"{url}: transfer failed after {flight.written} bytes: "
+                            f"{type(e).__name__}: {e}") from e
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -518,19 +540,13 @@ class Cache:
         """Read a small body from upstream into memory (`INLINE_BODY`)."""
         rate = up.watch_rate()
         try:
-            async for chunk in up.response.content.iter_any():
-                rate.got(len(chunk))
-                body += chunk
-                hasher.update(chunk)
-                flight.written = len(body)
-                flight.notify()
-        except TimeoutError as e:
-            raise UpstreamTimeout(f"{up.url}: upstream stalled after {flight.written} bytes") from e
-        except PkgdepotError:
-            raise
-        except Exception as e:
-            raise UpstreamError(f"{up.url}: transfer failed after {flight.written} bytes: "
-                                f"{type(e).__name__}: {e}") from e
+            with _transfer_errors(up.url, flight):
+                async for chunk in up.response.content.iter_any():
+                    rate.got(len(chunk))
+                    body += chunk
+                    hasher.update(chunk)
+                    flight.written = len(body)
+                    flight.notify()
         finally:
             rate.stop()
 
@@ -564,35 +580,23 @@ class Cache:
         closed = False
         rate = up.watch_rate()
         try:
-            buf: list[bytes] = []
-            async for chunk in up.response.content.iter_any():
-                rate.got(len(chunk))
-                buf.append(chunk)
-                if writing is None or writing.done():
-                    await settle()
-                    data = b"".join(buf)
-                    buf.clear()
-                    writing = loop.run_in_executor(None, write, data)
-            await settle()
-            if buf:
-                writing = loop.run_in_executor(None, write, b"".join(buf))
+            with _transfer_errors(up.url, flight):
+                buf: list[bytes] = []
+                async for chunk in up.response.content.iter_any():
+                    rate.got(len(chunk))
+                    buf.append(chunk)
+                    if writing is None or writing.done():
+                        await settle()
+                        data = b"".join(buf)
+                        buf.clear()
+                        writing = loop.run_in_executor(None, write, data)
                 await settle()
+                if buf:
+                    writing = loop.run_in_executor(None, write, b"".join(buf))
+                    await settle()
 
-            closed = True
-            os.close(fd)  # made durable when it moves into the store (after clients have it)
-        except TimeoutError as e:
-            raise UpstreamTimeout(f"{up.url}: upstream stalled after {flight.written} bytes") from e
-        except PkgdepotError:
-            raise
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise StoreError(f"{up.url}: the data directory filled up after "
-                                 f"{flight.written} bytes: not kept") from e
-            raise UpstreamError(f"{up.url}: transfer failed after {flight.written} bytes: "
-                                f"{e}") from e
-        except Exception as e:
-            raise UpstreamError(f"{up.url}: transfer failed after {flight.written} bytes: "
-                                f"{type(e).__name__}: {e}") from e
+                closed = True
+                os.close(fd)  # made durable when it moves into the store (after clients have it)
         finally:
             rate.stop()
             if writing is not None:

@@ -830,8 +830,10 @@ class Mirror:
             ours = concurrency - concurrency // 2 if helping else concurrency
             helper = _Helper(self.config, self.repo.name, queue, concurrency - ours, bar, done,
                              self.result)
-            await asyncio.gather(*(worker() for _ in range(ours)),
-                                 helper.run() if helping else _nothing())
+            jobs = [worker() for _ in range(ours)]
+            if helping:
+                jobs.append(helper.run())
+            await asyncio.gather(*jobs)
             if helper.unfinished:  # the helper failed: its files are done here
                 log.warning("%s: the download helper process stopped; %d of its files are "
                             "fetched by the sync itself", self.repo.name, len(helper.unfinished))
@@ -901,10 +903,6 @@ class Mirror:
 
 #: a sync with at least this many files to download shares them with a helper process
 SPLIT_AT = 1000
-
-
-async def _nothing() -> None:
-    return None
 
 
 class _Helper:

@@ -177,13 +177,11 @@ def release_vouches(key: str, content: Path) -> Iterator[Vouch]:
                         canonical)
 
 
-PACKAGE_FIELDS = ("Package", "Version", "Architecture", "Filename", "Size", "SHA256",
-                  "SHA512", "SHA1", "MD5Sum", "MD5sum")
 SOURCE_FIELDS = ("Directory", "Checksums-Sha256", "Checksums-Sha512", "Checksums-Sha1", "Files")
 
 
 def _tagfile_sections(content: Path, name: str,
-                      fields: tuple[str, ...] = PACKAGE_FIELDS) -> Iterator[dict[str, str]]:
+                      fields: tuple[str, ...]) -> Iterator[dict[str, str]]:
     """Iterate deb822 paragraphs (only `fields`) fast with apt_pkg's TagFile,
     or portably with python-debian."""
     with plain_index(content, name) as plain:

@@ -478,21 +478,12 @@ class FsStore:
     async def commit_entries(self, entries: list[Entry], refresh: bool = False) -> None:
         """Record entries for blobs already in the store, in one transaction
         (`refresh`: touch each blob first, keeping a running collection off it)."""
-
-        def run() -> None:
-            with self.db:
-                self.db.execute("BEGIN")
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?)",
-                    [(e.key, e.sha256, e.size, e.stored_at, e.checked_at, e.etag,
-                      e.last_modified) for e in entries])
-
         if refresh:
             def touch() -> None:
                 for e in entries:
                     os.utime(self.blob_path(e.sha256))
             await asyncio.to_thread(touch)
-        await self._call(run)
+        await self._call(self._put_many, entries)
         for e in entries:
             self._entries[e.key] = e
 
