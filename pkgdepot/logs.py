@@ -62,6 +62,21 @@ def use_log_format(log_format: str) -> None:
             handler.setFormatter(JsonFormatter())
 
 
+def _not_a_client_leaving(record: logging.LogRecord) -> bool:
+    """aiohttp logs a handler's exception with its traceback; a client that
+    closed its connection mid-response is routine (wrk, apt and curl all do
+    it), not an error of the depot."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, ConnectionResetError | BrokenPipeError)
+
+
+def quiet_client_disconnects() -> None:
+    """Keep clients that go away mid-response out of the server's log."""
+    logger = logging.getLogger("aiohttp.server")
+    if _not_a_client_leaving not in logger.filters:
+        logger.addFilter(_not_a_client_leaving)
+
+
 class AccessLog:
     """One line per client request, in the combined log format followed by the
     cache result (hit, miss, revalidated, stale, mirror, snapshot, error, or

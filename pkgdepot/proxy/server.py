@@ -40,7 +40,7 @@ from pkgdepot.errors import (
 )
 from pkgdepot.fetch import Fetcher
 from pkgdepot.formats import Kind
-from pkgdepot.logs import AccessLog, use_log_format
+from pkgdepot.logs import AccessLog, quiet_client_disconnects, use_log_format
 from pkgdepot.metrics import NO_ORIGIN, Counters
 from pkgdepot.ops.evict import Evictor
 from pkgdepot.ops.housekeeping import Housekeeping
@@ -818,6 +818,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
     counts on its own `control` socket."""
     _raise_nofile()
     use_log_format(config.log_format)
+    quiet_client_disconnects()
     depot = Depot(config, leader=leader)
     await depot.start()
     control_srv = None

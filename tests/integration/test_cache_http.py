@@ -128,6 +128,20 @@ def test_late_joiner_and_disconnecting_client(depot: DepotProcess, upstream: Ups
     assert settled(upstream, "/" + DEB, 1) == 1
     status, headers, body = stored(depot, via(upstream, DEB))
     assert headers["X-Pkgdepot-Cache"] == "HIT" and body == data
+    # a client that resets its connection mid-hit (a small receive window, so
+    # the depot is still sending) is routine: no error and no traceback logged
+    for _ in range(4):  # both processes of the 2-worker depot likely get one
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", depot.port))
+        s.sendall(f"GET {via(upstream, DEB)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        s.close()
+    time.sleep(0.5)
+    assert depot.get(via(upstream, DEB))[2] == data
+    log = depot.log()
+    assert "Error handling request" not in log and "Traceback" not in log, log[-3000:]
 
 
 def _read_all(port: int, path: str) -> tuple[int, int, bytes, bool]:
