@@ -41,6 +41,7 @@ from pkgdepot.errors import (
 )
 from pkgdepot.fetch import Fetcher, TooSlow, Upstream
 from pkgdepot.formats import Kind, PathInfo, Role, Vouch
+from pkgdepot.memory import release_free_memory
 from pkgdepot.metrics import Stats
 from pkgdepot.proxy.route import Route
 from pkgdepot.snapshots import FileRef, Snapshots
@@ -68,6 +69,9 @@ class StreamHead:
 INLINE_BODY = 64 << 10
 #: ... as long as the bodies of downloads not yet in the store stay under this
 HELD_LIMIT = 32 << 20
+#: seconds without a download before the memory freed by the last ones is
+#: handed back to the system (glibc keeps it otherwise: a few MB per burst)
+RELEASE_AFTER = 0.5
 
 
 class _Unasked(enum.Enum):
@@ -233,6 +237,7 @@ class Cache:
         self._commits: set[asyncio.Task[Entry]] = set()
         #: bytes of small bodies held in memory by downloads not yet finished
         self._held = 0
+        self._release_timer: asyncio.TimerHandle | None = None
 
     # -- the entry point ---------------------------------------------------
 
@@ -306,11 +311,27 @@ class Cache:
             flight.held = 0
             if self.flights.get(route.key) is flight:
                 del self.flights[route.key]
+                if not self.flights:
+                    self._release_memory_soon()
             flight.finished = True
             flight.notify()
             if flight.temp is not None:
                 flight.temp.unlink(missing_ok=True)
             flight._maybe_close()
+
+    def _release_memory_soon(self) -> None:
+        """Nothing is in flight: if that is still so RELEASE_AFTER seconds
+        from now, give the memory the downloads freed back to the system."""
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+        loop = asyncio.get_running_loop()
+
+        def release() -> None:
+            self._release_timer = None
+            if not self.flights and not self._commits:
+                loop.run_in_executor(None, release_free_memory)
+
+        self._release_timer = loop.call_later(RELEASE_AFTER, release)
 
     def resume_is_safe(self, key: str) -> bool:
         """False when a client's partial copy of `key` may hold bytes of a download

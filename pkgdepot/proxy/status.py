@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import json
 import logging
@@ -33,6 +32,7 @@ from aiohttp import web
 
 from pkgdepot import __version__
 from pkgdepot.errors import NotFound
+from pkgdepot.memory import malloc_info
 from pkgdepot.metrics import NO_ORIGIN, OTHER, RESULTS, merge_counts, render_prometheus
 from pkgdepot.ops.evict import walk_files
 
@@ -158,23 +158,6 @@ def memory(depot: Depot) -> dict[str, int]:
             "flights": len(cache.flights) if cache is not None else 0,
             "negative": len(cache.negative) if cache is not None else 0,
             "python_blocks": sys.getallocatedblocks(), **malloc_info()}
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-
-
-def malloc_info() -> dict[str, int]:
-    """The C allocator's view (glibc): bytes in use, and bytes freed but kept."""
-    try:
-        fn = ctypes.CDLL(None).mallinfo2
-    except (AttributeError, OSError):
-        return {}
-    fn.restype = _MallInfo2
-    mi = fn()
-    return {"malloc_in_use": int(mi.uordblks + mi.hblkhd), "malloc_free": int(mi.fordblks)}
 
 
 def _proc_rss() -> int:
