@@ -60,11 +60,16 @@ from pkgdepot.store.fs import FsStore
 log = logging.getLogger(__name__)
 SERVER = f"pkgdepot/{__version__}"
 TARGET_HEADER = "X-Pkgdepot-Target"
+#: internal: a worker asks for (and the leader answers with) a download in
+#: progress as its file and positions rather than its bytes (see `_forward`)
+FOLLOW_HEADER = "X-Pkgdepot-Follow"
+FOLLOWS = "pkgdepot.follows"  # the request key set for an internal request that asked so
 FORWARDED = {"range", "if-range", "if-none-match", "if-modified-since", "accept", "user-agent"}
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "date",
               "server"}
 WARM_READ = 1 << 20            # blobs up to this size are read once when opened (page cache)
 STREAM_STEP = 1 << 20         # clients of a download in progress are sent at least this much
+WORKER_START = 20.0            # seconds the leader waits for its workers to listen
 SHUTDOWN_GRACE = 5.0          # seconds downloads in progress get to finish on SIGTERM
 OPEN_BLOBS = 8192              # blobs kept open for sendfile (see _raise_nofile)
 
@@ -300,6 +305,8 @@ class Depot:
     async def handle_internal(self, request: web.BaseRequest) -> web.StreamResponse:
         """Requests a worker hands over (on the leader's private socket): the
         worker already checked the client; the target travels in a header."""
+        if request.headers.get(FOLLOW_HEADER) == "1":
+            request[FOLLOWS] = True
         return await self._handle(request, request.headers.get(TARGET_HEADER, "/"),
                                   check_client=False)
 
@@ -389,17 +396,31 @@ class Depot:
             return entry
         return None
 
-    async def _forward(self, request: web.BaseRequest, target: str) -> web.StreamResponse:
+    async def _forward(self, request: web.BaseRequest, target: str,
+                       follow: bool = True) -> web.StreamResponse:
+        """Hand a request to the leader and relay its answer. A download in
+        progress is not relayed: the leader says where its file is and how
+        far it may be read (FOLLOW_HEADER), and this process sends the bytes
+        from the file itself."""
         import aiohttp
 
         headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED}
         headers[TARGET_HEADER] = target
+        if follow and request.method == "GET":
+            headers[FOLLOW_HEADER] = "1"
         try:
             up = await self._leader_session.request(request.method, "http://leader/",
                                                     headers=headers, allow_redirects=False)
         except (aiohttp.ClientError, OSError) as e:
             return self._error(PkgdepotError(f"the depot's main process is not answering: {e}"))
         try:
+            spec = up.headers.get(FOLLOW_HEADER)
+            if spec is not None:
+                followed = await self._follow(request, up, spec)
+                if followed is not None:
+                    return followed
+                up.close()  # its file is gone already: the leader has it in the store now
+                return await self._forward(request, target, follow=False)
             resp = web.StreamResponse(status=up.status, reason=up.reason, headers={
                 k: v for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP})
             if up.content_length is not None:
@@ -415,6 +436,57 @@ class Depot:
             return resp
         finally:
             up.release()
+
+    async def _follow(self, request: web.BaseRequest, up: Any,
+                      spec: str) -> web.StreamResponse | None:
+        """Send the client a download in progress from the leader's temporary
+        file (`spec`: see `_follow_spec`), as far as the leader's stream of
+        positions allows. None if the file is no longer open in the leader."""
+        import aiohttp
+
+        path, dev, ino, size_text = spec.split(" ")
+        size = int(size_text)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (int(dev), int(ino)):  # the number was reused
+                return None
+            resp = _HeadersHeld(status=200, headers={
+                k: v for k, v in up.headers.items()
+                if k.lower() not in HOP_BY_HOP and k.lower() != FOLLOW_HEADER.lower()})
+            resp.content_length = size
+            writer: AbstractStreamWriter | None = None
+            pos = 0
+            pending = b""
+            try:
+                async for chunk in up.content.iter_any():
+                    pending += chunk
+                    n = len(pending) // 8
+                    if not n:
+                        continue
+                    avail = int.from_bytes(pending[(n - 1) * 8:n * 8], "big")
+                    pending = pending[n * 8:]
+                    if writer is None:
+                        writer = await resp.prepare(request)
+                        if writer is None:
+                            raise ConnectionResetError("client went away")
+                    if avail > pos:
+                        await self._send_file(request, writer, fd, pos, avail - pos)
+                        pos = avail
+            except aiohttp.ClientError:
+                pass  # the leader aborted (a bad or failed download): so do we
+            if pos == size:
+                await resp.write_eof()
+            elif writer is None:
+                return self._error(UpstreamError(f"the download of {request.path} failed"))
+            else:
+                _abort(request)
+            return resp
+        finally:
+            os.close(fd)
 
     def check_client(self, request: web.BaseRequest) -> None:
         remote = request.remote
@@ -689,12 +761,20 @@ class Depot:
             entry = await asyncio.shield(flight.done)  # multi-range: wait for the whole file
             return await self._serve_entry(request, route, Hit(entry, "MISS"))
         first, last = ranges[0] if ranges else (0, size - 1)
-        resp = _HeadersHeld(status=206 if ranges else 200, headers=headers)
-        if ranges:
-            resp.headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-        resp.content_length = last - first + 1 if size else 0
         reader = flight.acquire_reader()
         try:
+            follow = None
+            if (reader is not None and ranges is None and size and request.method == "GET"
+                    and request.get(FOLLOWS)):
+                follow = _follow_spec(reader, size)
+            resp: web.StreamResponse
+            if follow is not None:  # a worker's client: the worker sends the bytes itself
+                resp = web.StreamResponse(status=200, headers={**headers, FOLLOW_HEADER: follow})
+            else:
+                resp = _HeadersHeld(status=206 if ranges else 200, headers=headers)
+                if ranges:
+                    resp.headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+                resp.content_length = last - first + 1 if size else 0
             if request.method == "HEAD" or size == 0:
                 self.counters.served(route.origin, "MISS", 0)
                 await resp.prepare(request)
@@ -718,7 +798,9 @@ class Depot:
                         writer = await resp.prepare(request)
                         if writer is None:
                             raise ConnectionResetError("client went away")
-                    if reader is not None:
+                    if follow is not None:
+                        await resp.write(avail.to_bytes(8, "big"))
+                    elif reader is not None:
                         await self._send_file(request, writer, reader.fileno(), pos,
                                               avail - pos)
                     elif flight.body is not None:  # a small body, held in memory
@@ -743,6 +825,16 @@ class Depot:
             return resp
         finally:
             flight.release_reader()
+
+
+def _follow_spec(reader: BinaryIO, size: int) -> str:
+    """Where a worker process finds a download's temporary file: this
+    process's descriptor of it (through /proc, valid while the download's
+    readers hold it open, which includes the response telling the worker),
+    the file's device and inode (to be sure the descriptor was not reused),
+    and its size."""
+    st = os.fstat(reader.fileno())
+    return f"/proc/{os.getpid()}/fd/{reader.fileno()} {st.st_dev} {st.st_ino} {size}"
 
 
 def make_server(depot: Depot) -> web.Server:
@@ -808,6 +900,49 @@ def _worker_main(config: Config, leader: str, parent: int, control: str) -> None
     asyncio.run(main())
 
 
+def _check_port_free(family: socket.AddressFamily, host: str, port: int) -> None:
+    """OSError (EADDRINUSE) if something already listens on host:port. Binding
+    without SO_REUSEPORT is refused then, where the processes of one depot,
+    which bind with it, would be let in alongside another."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+
+
+async def _answers(address: str) -> bool:
+    try:
+        _reader, writer = await asyncio.open_unix_connection(address)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+async def _workers_listening(procs: list[subprocess.Popen[bytes]], controls: list[str],
+                             timeout: float) -> None:
+    """Wait until each worker answers on its control socket, which it opens
+    once it listens on the port, or has exited, or `timeout` seconds passed
+    (the leader then serves without it until it is up)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    waiting = list(zip(procs, controls, strict=True))
+    while waiting:
+        still = []
+        for proc, control in waiting:
+            if proc.poll() is not None:
+                log.warning("worker process %d exited at start (status %s)", proc.pid,
+                            proc.returncode)
+            elif not await _answers(control):
+                still.append((proc, control))
+        waiting = still
+        if waiting and loop.time() >= deadline:
+            log.warning("%d worker process(es) not listening after %g s: serving without "
+                        "them until they are", len(waiting), timeout)
+            return
+        if waiting:
+            await asyncio.sleep(0.05)
+
+
 async def serve(config: Config, ready: asyncio.Event | None = None,
                 stop: asyncio.Event | None = None, leader: str | None = None,
                 control: str | None = None) -> None:
@@ -821,16 +956,32 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
     quiet_client_disconnects()
     depot = Depot(config, leader=leader)
     await depot.start()
-    control_srv = None
-    if control is not None:
-        control_srv = await status.serve_counts(
-            control, lambda: depot.counters.export(time.time()))
     server = make_server(depot)
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in config.listen_host else socket.AF_INET
     shared = config.workers > 1
     workers: list[Any] = []
     internal_srv = None
+
+    def cannot_listen(e: OSError) -> PkgdepotError:
+        return PkgdepotError(f"cannot listen on {config.listen_host}:{config.listen_port}: "
+                             f"{e.strerror}",
+                             hint="is another depot or apt-cacher-ng running? pick another "
+                                  "port with --listen HOST:PORT")
+
+    if shared and leader is None:
+        try:  # SO_REUSEPORT would quietly share the port with a depot already there
+            _check_port_free(family, config.listen_host, config.listen_port)
+        except OSError as e:
+            await depot.close()
+            raise cannot_listen(e) from e
+    admin_srv = None
+    if leader is None:
+        try:
+            admin_srv = await admin.start(depot)
+        except PkgdepotError:
+            await depot.close()
+            raise
     if shared and leader is None:
         internal = f"\0pkgdepot-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # abstract socket
         internal_server = web.Server(depot.handle_internal, access_log=None,
@@ -839,26 +990,26 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
         for i in range(config.workers - 1):
             depot.worker_controls.append(f"{internal}-w{i}")
             workers.append(_start_worker(config, internal, depot.worker_controls[-1]))
+        await _workers_listening(workers, depot.worker_controls, WORKER_START)
     try:
         srv = await loop.create_server(server, config.listen_host, config.listen_port,
                                        family=family, reuse_address=True, backlog=4096,
                                        reuse_port=shared or None)
     except OSError as e:
+        for w in workers:
+            w.terminate()
+        if admin_srv is not None:
+            admin_srv.close()
         await depot.close()
-        raise PkgdepotError(f"cannot listen on {config.listen_host}:{config.listen_port}: "
-                            f"{e.strerror}",
-                            hint="is another depot or apt-cacher-ng running? pick another "
-                                 "port with --listen HOST:PORT") from e
-    admin_srv = None
+        raise cannot_listen(e) from e
+    control_srv = None
+    if control is not None:  # a worker: it answers there once it listens on the port
+        control_srv = await status.serve_counts(
+            control, lambda: depot.counters.export(time.time()))
     if leader is None:
-        try:
-            admin_srv = await admin.start(depot)
-        except PkgdepotError:
-            srv.close()
-            await depot.close()
-            raise
-    log.info("pkgdepot %s listening on %s:%d, data in %s", __version__, config.listen_host,
-             config.listen_port, config.data_dir)
+        log.info("pkgdepot %s listening on %s:%d (%d process%s), data in %s", __version__,
+                 config.listen_host, config.listen_port, 1 + len(workers),
+                 "es" if workers else "", config.data_dir)
     if ready is not None:
         ready.set()
     try:

@@ -107,6 +107,8 @@ async def serve_counts(address: str, export: Callable[[], dict[str, Any]]
         try:
             writer.write(json.dumps(export()).encode())
             await writer.drain()
+        except ConnectionError:
+            pass  # the leader only checked that this worker is up
         finally:
             writer.close()
 

@@ -4,6 +4,7 @@ request: single flight, verification, failures, freshness, Range, crashes."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import http.client
 import json
@@ -161,17 +162,22 @@ def _read_all(port: int, path: str) -> tuple[int, int, bytes, bool]:
 
 def test_corrupt_body_is_rejected_then_good_one_kept(depot: DepotProcess, upstream: Upstream,
                                                      www: Path) -> None:
-    """A by-hash file whose body does not match its name: the client's connection is
-    reset before the last byte (never a wrong file served as complete), nothing is
-    stored, and once upstream is fixed the good file is fetched and kept."""
-    data = os.urandom(200_000)
+    """A by-hash file whose body does not match its name: every client's connection
+    is reset before the last byte (never a wrong file served as complete), nothing
+    is stored, and once upstream is fixed the good file is fetched and kept. (Six
+    clients at once: with two processes, the worker's clients follow the leader's
+    download from its file, and must be cut off too.)"""
+    data = os.urandom(2_000_000)
     digest = hashlib.sha256(data).hexdigest()
     rel = f"debian/dists/stable/main/binary-amd64/by-hash/SHA256/{digest}"
     _write(www, rel, data)
     upstream.corrupt("/" + rel)
-    status, length, body, complete = _read_all(depot.port, via(upstream, rel))
-    assert status == 200 and length == len(data)
-    assert not complete and len(body) < len(data)
+    upstream.throttle_for("/" + rel, 1.0)  # so that the clients overlap
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: _read_all(depot.port, via(upstream, rel)), range(6)))
+    for status, length, body, complete in results:
+        assert status == 200 and length == len(data)
+        assert not complete and len(body) < len(data)
     assert "not kept" in depot.log()
     upstream.clear_faults()
     status, length, body, complete = _read_all(depot.port, via(upstream, rel))
@@ -179,6 +185,25 @@ def test_corrupt_body_is_rejected_then_good_one_kept(depot: DepotProcess, upstre
     status, headers, body = stored(depot, via(upstream, rel))
     assert headers["X-Pkgdepot-Cache"] == "HIT" and body == data
     assert settled(upstream, "/" + rel, 2) == 2
+
+
+def test_a_second_depot_on_the_same_port_is_refused(depot: DepotProcess, upstream: Upstream,
+                                                   tmp_path: Path, www: Path) -> None:
+    """Processes of one depot share its port (SO_REUSEPORT); another depot started
+    on that port by mistake must not be let in to take half of the clients."""
+    # the depot says it listens once all its processes do
+    n = 2 if "workers = 2" in depot.config_path.read_text() else 1
+    assert f"({n} process" in depot.log()
+    other = DepotProcess(tmp_path / "depot-b", "[server]\nworkers = 2\n" + ALLOW_LOOPBACK,
+                         port=depot.port)
+    with contextlib.suppress(RuntimeError):  # it exits, or the first depot answers first
+        other.start()
+    assert other.proc is not None
+    assert other.proc.wait(30) != 0
+    assert "cannot listen on" in other.log() and "another depot" in other.log()
+    # the first depot still answers every client
+    for _ in range(8):
+        assert depot.get(via(upstream, SMALL))[2] == (www / SMALL).read_bytes()
 
 
 def test_connection_cut_mid_body(depot: DepotProcess, upstream: Upstream, www: Path) -> None:
