@@ -19,6 +19,7 @@ import errno
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -209,6 +210,78 @@ class Hasher:
         if algo == "sha256" or self.extra is None:
             return self.sha256.hexdigest()
         return self.extra.hexdigest()
+
+
+class _FileWriter:
+    """Writes a download's chunks to its temporary file, in order, in a thread
+    that keeps going while chunks are waiting: the event loop hands them over
+    and never waits between writes (a write that ends picks up everything
+    that arrived meanwhile, in one go). Each write is announced to the loop
+    (`wrote`) before it is hashed, so clients get the bytes at once."""
+
+    def __init__(self, fd: int, hasher: Hasher, wrote: Callable[[int], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._fd = fd
+        self._hasher = hasher
+        self._wrote = wrote
+        self._lock = threading.Lock()
+        self._pending: list[bytes] = []
+        self._running = False
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    def put(self, chunk: bytes) -> None:
+        """Queue `chunk`; raises what a failed write raised."""
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            self._pending.append(chunk)
+            if self._running:
+                return
+            self._running = True
+        self._task = self._loop.run_in_executor(None, self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending or self._stopped:
+                    self._running = False
+                    return
+                data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+                self._pending.clear()
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+            except BaseException as e:
+                with self._lock:
+                    self._error = e
+                    self._running = False
+                    self._stopped = True
+                return
+            self._loop.call_soon_threadsafe(self._wrote, len(data))  # runs before the next
+            self._hasher.update(data)
+
+    async def finish(self) -> None:
+        """Wait until every chunk is written and hashed (raises what a write raised)."""
+        while self._task is not None:
+            task = self._task
+            await task
+            if task is self._task:
+                break
+        if self._error is not None:
+            raise self._error
+
+    async def stop(self) -> None:
+        """Drop what is not written yet and wait for the thread to leave the
+        file (before it is closed); errors are the caller's to have seen."""
+        with self._lock:
+            self._stopped = True
+            self._pending.clear()
+        if self._task is not None:
+            await self._task
 
 
 class Cache:
@@ -572,58 +645,29 @@ class Cache:
             rate.stop()
 
     async def _receive(self, flight: Flight, up: Upstream, fd: int, hasher: Hasher) -> None:
-        """Read the body from upstream and write it to the temporary file. Reading
-        never waits for the disk: while one write (and its hashing) runs in a
-        thread, the next data collects, and goes out in the following write.
-        Clients may have the bytes once written, before they are hashed."""
-        loop = asyncio.get_running_loop()
+        """Read the body from upstream and write it to the temporary file (in a
+        thread, `_FileWriter`: reading never waits for the disk). Clients may
+        have the bytes once written, before they are hashed."""
 
         def wrote(n: int) -> None:
             flight.written += n
             flight.notify()
 
-        def write(chunk: bytes) -> None:
-            view = memoryview(chunk)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            loop.call_soon_threadsafe(wrote, len(chunk))  # runs before this returns
-            hasher.update(chunk)
-
-        writing: asyncio.Future[None] | None = None
-
-        async def settle() -> None:
-            nonlocal writing
-            if writing is not None:
-                await writing
-                writing = None
-
+        writer = _FileWriter(fd, hasher, wrote)
         closed = False
         rate = up.watch_rate()
         try:
             with _transfer_errors(up.url, flight):
-                buf: list[bytes] = []
                 async for chunk in up.response.content.iter_any():
                     rate.got(len(chunk))
-                    buf.append(chunk)
-                    if writing is None or writing.done():
-                        await settle()
-                        data = b"".join(buf)
-                        buf.clear()
-                        writing = loop.run_in_executor(None, write, data)
-                await settle()
-                if buf:
-                    writing = loop.run_in_executor(None, write, b"".join(buf))
-                    await settle()
-
+                    writer.put(chunk)
+                await writer.finish()
                 closed = True
                 os.close(fd)  # made durable when it moves into the store (after clients have it)
         finally:
             rate.stop()
-            if writing is not None:
-                with contextlib.suppress(Exception):
-                    await writing
             if not closed:
+                await writer.stop()
                 with contextlib.suppress(OSError):
                     os.close(fd)
 

@@ -250,15 +250,16 @@ def backends() -> tuple[Backend, ...]:
     return (AptBackend(), RpmBackend())
 
 
-_BACKENDS: tuple[Backend, ...] | None = None
+@functools.cache
+def loaded_backends() -> tuple[Backend, ...]:
+    """The backends `classify` asks (imported on the first call: a server
+    calls this at start, so that its first request does not wait for that)."""
+    return backends()
 
 
 def classify(path: str) -> tuple[Backend, PathInfo] | None:
     """Ask every backend; the first that knows the path decides."""
-    global _BACKENDS
-    if _BACKENDS is None:
-        _BACKENDS = backends()
-    for b in _BACKENDS:
+    for b in loaded_backends():
         info = b.classify(path)
         if info is not None:
             return b, info

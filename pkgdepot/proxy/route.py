@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from pkgdepot.config import Config, RepoConfig
 from pkgdepot.errors import BadRequest, Forbidden, NotFound
-from pkgdepot.formats import Backend, Kind, PathInfo, Role, classify
+from pkgdepot.formats import Backend, Kind, PathInfo, Role, classify, loaded_backends
 
 HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -149,6 +149,7 @@ class Router:
                             socket.getfqdn().lower()}
         if config.listen_host not in ("0.0.0.0", "::"):
             self._self_names.add(config.listen_host.lower())
+        loaded_backends()  # now, not on the first request
 
     def route(self, target: str) -> Route | SnapshotRoute | OwnPage:
         """Route a request target. Routes are pure functions of the target and
