@@ -43,6 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple
@@ -54,7 +55,10 @@ if str(REPO) not in sys.path:
 from tests.support.keys import GpgKey, kill_gpg_agents, make_gpg_key  # noqa: E402
 from tests.support.repos import DebSpec, build_apt_repo, set_build_cache_dir  # noqa: E402
 
-SETUP_PACKAGES = ("aptly", "nginx", "dpkg-dev", "apt-utils", "gnupg", "xz-utils")
+SETUP_PACKAGES = ("aptly", "nginx", "dpkg-dev", "apt-utils", "gnupg", "xz-utils", "faketime")
+#: how much faster than real time the server's clock runs while the bench makes
+#: many snapshots (one state per second of the server's clock)
+FAST_CLOCK = 100
 SUITE = "stable"
 PACKAGES_DIR = "main/binary-amd64"
 T0 = time.monotonic()
@@ -847,10 +851,15 @@ class Depot:
     def __init__(self, ctx: Ctx, pd: Pkgdepot) -> None:
         self.ctx = ctx
         self.pd = pd
+        self.fast_clock = False
+        self._start()
+
+    def _start(self, wrapper: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
         self.port = free_port()
-        self.proc = ctx.procs.start("pkgdepot serve", [
-            *pd.exe.split(), "serve", "--listen", f"127.0.0.1:{self.port}",
-            "--data-dir", pd.data_dir, "--config", pd.config], ctx.tmp / "pkgdepot-serve.log")
+        self.proc = self.ctx.procs.start("pkgdepot serve", [
+            *wrapper, *self.pd.exe.split(), "serve", "--listen", f"127.0.0.1:{self.port}",
+            "--data-dir", self.pd.data_dir, "--config", self.pd.config],
+            self.ctx.tmp / "pkgdepot-serve.log", env)
         end = time.monotonic() + 30
         while True:
             if not self.proc.alive():
@@ -861,6 +870,23 @@ class Depot:
             if time.monotonic() > end:
                 raise BenchError(f"pkgdepot serve not ready after 30 s:\n{self.proc.tail()}")
             time.sleep(0.1)
+
+    def restart_with_fast_clock(self) -> bool:
+        """Run the server again (same data) with its clocks going FAST_CLOCK
+        times as fast (libfaketime: its timeouts pass as fast too), so that
+        each state it sees falls in a second of its own. False, and the server
+        is left as it was, without the `faketime` command."""
+        if shutil.which("faketime") is None:
+            return False
+        self.proc.stop()
+        self._start(["faketime", "-f", f"+0 x{FAST_CLOCK}"])
+        self.fast_clock = True
+        return True
+
+    def clock(self) -> int:
+        """The server's wall clock (its Date header), in whole seconds."""
+        got = http(self.url("/"))
+        return int(parsedate_to_datetime(got.headers["Date"]).timestamp())
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -1098,6 +1124,14 @@ def _many_snapshots(ctx: Ctx, depot: Depot, synth: SynthRepo) -> dict[str, Any]:
     p = ctx.params
     start_n = len(depot.history())
     target = p.snapshots
+    # States are whole seconds: changes within one second make that second's
+    # state. To reach `target` snapshots in minutes, not a quarter of an hour,
+    # the server's wall clock runs FAST_CLOCK times as fast from here on.
+    if depot.restart_with_fast_clock():
+        log(f"snapshots: pkgdepot serve restarted with its clock at {FAST_CLOCK}x (faketime)")
+    else:
+        ctx.note("faketime is missing (bench --setup installs it): one snapshot per second "
+                 "at most, so the target number of snapshots may not be reached")
     log(f"snapshots: making {max(0, target - start_n)} small-change snapshots "
         f"(at most {p.snapshot_budget:.0f} s)")
     before = store_state(depot.pd.data_dir)
@@ -1125,6 +1159,7 @@ def _many_snapshots(ctx: Ctx, depot: Depot, synth: SynthRepo) -> dict[str, Any]:
     out = {
         "target": target, "fetches": len(times), "snapshots_added": n_new,
         "snapshots_total": len(hist), "seconds": elapsed, "cache_status": dict(statuses),
+        "server_clock_speed": FAST_CLOCK if depot.fast_clock else 1,
         "server_cpu_per_snapshot": cpu / len(times) if times else None,
         "fetch_first50": ms_stats(times[:50]), "fetch_last50": ms_stats(times[-50:]),
         "sign": ms_stats(sign_times),
@@ -1141,9 +1176,10 @@ def _many_snapshots(ctx: Ctx, depot: Depot, synth: SynthRepo) -> dict[str, Any]:
 
 def _future_check(ctx: Ctx, depot: Depot) -> dict[str, Any]:
     """Snapshot timestamps are whole seconds and strictly increasing: with more than
-    one new state per second they run ahead of the clock. What does 'now' resolve to?"""
+    one new state per second they would run ahead of the clock. What does 'now'
+    (the server's clock, which may run fast: see `_many_snapshots`) resolve to?"""
     hist = depot.history()
-    now = int(time.time())
+    now = depot.clock()
     latest = int(hist[0]["created"]) if hist else now
     now_stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
     g = http(depot.url(f"/snapshot/deb/{now_stamp}/dists/{SUITE}/InRelease"))
@@ -1410,7 +1446,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="pkgdepot command (default .venv/bin/pkgdepot)")
     ap.add_argument("--no-aptly", action="store_true", help="pkgdepot only")
     ap.add_argument("--setup", action="store_true",
-                    help="apt-get install aptly, nginx, dpkg-dev, apt-utils, gnupg, xz-utils "
+                    help="apt-get install aptly, nginx, dpkg-dev, apt-utils, gnupg, xz-utils, "
+                         "faketime "
                          "and exit")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (debugging)")
     return ap.parse_args(argv)
