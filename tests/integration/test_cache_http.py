@@ -196,11 +196,14 @@ def test_a_second_depot_on_the_same_port_is_refused(depot: DepotProcess, upstrea
     assert f"({n} process" in depot.log()
     other = DepotProcess(tmp_path / "depot-b", "[server]\nworkers = 2\n" + ALLOW_LOOPBACK,
                          port=depot.port)
-    with contextlib.suppress(RuntimeError):  # it exits, or the first depot answers first
-        other.start()
-    assert other.proc is not None
-    assert other.proc.wait(30) != 0
-    assert "cannot listen on" in other.log() and "another depot" in other.log()
+    try:
+        with contextlib.suppress(RuntimeError):  # it exits, or the first depot answers first
+            other.start()
+        assert other.proc is not None
+        assert other.proc.wait(30) != 0
+        assert "cannot listen on" in other.log() and "another depot" in other.log()
+    finally:
+        other.stop()  # whatever happened
     # the first depot still answers every client
     for _ in range(8):
         assert depot.get(via(upstream, SMALL))[2] == (www / SMALL).read_bytes()
