@@ -298,7 +298,9 @@ class _FileWriter:
         """Wait until every chunk is written and hashed (raises what a write raised)."""
         while self._task is not None:
             task = self._task
-            await task
+            # shielded: if this is cancelled, the thread's future still tells
+            # `stop` when the thread is done with the file
+            await asyncio.shield(task)
             if task is self._task:
                 break
         self._unmap()

@@ -10,10 +10,30 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class Headers(dict[str, str]):
+    """Response headers, looked up without regard to case as HTTP wants (a
+    worker process relays the leader's answers, and their names, e.g. 'Etag',
+    as its HTTP client spells them)."""
+
+    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
+        super().__init__((k.lower(), v) for k, v in items)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
 
 
 def free_port() -> int:
@@ -92,9 +112,9 @@ class DepotProcess:
         req = urllib.request.Request(self.url + path, method="HEAD")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
-                return dict(r.headers)
+                return Headers(r.headers.items())
         except urllib.error.HTTPError as e:
-            return dict(e.headers)
+            return Headers(e.headers.items())
 
     def get(self, path: str, headers: dict[str, str] | None = None,
             timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
@@ -102,9 +122,9 @@ class DepotProcess:
         req = urllib.request.Request(self.url + path, headers=headers or {})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, dict(r.headers), r.read()
+                return r.status, Headers(r.headers.items()), r.read()
         except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
+            return e.code, Headers(e.headers.items()), e.read()
 
     def __enter__(self) -> DepotProcess:
         return self.start()
