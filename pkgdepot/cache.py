@@ -296,13 +296,10 @@ class _FileWriter:
 
     async def finish(self) -> None:
         """Wait until every chunk is written and hashed (raises what a write raised)."""
-        while self._task is not None:
-            task = self._task
+        if self._task is not None:  # the last drain (nothing is put meanwhile)
             # shielded: if this is cancelled, the thread's future still tells
             # `stop` when the thread is done with the file
-            await asyncio.shield(task)
-            if task is self._task:
-                break
+            await asyncio.shield(self._task)
         self._unmap()
         if self._error is not None:
             raise self._error

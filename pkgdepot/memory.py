@@ -8,6 +8,7 @@ to the system once the burst is over, as `malloc_trim(3)` does.
 from __future__ import annotations
 
 import ctypes
+import functools
 from typing import Any
 
 
@@ -17,6 +18,7 @@ class _MallInfo2(ctypes.Structure):
         "fordblks", "keepcost")]
 
 
+@functools.cache
 def _libc_function(name: str) -> Any:
     try:
         return getattr(ctypes.CDLL(None), name)

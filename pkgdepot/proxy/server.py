@@ -421,8 +421,8 @@ class Depot:
                     return followed
                 up.close()  # its file is gone already: the leader has it in the store now
                 return await self._forward(request, target, follow=False)
-            resp = web.StreamResponse(status=up.status, reason=up.reason, headers={
-                k: v for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP})
+            resp = web.StreamResponse(status=up.status, reason=up.reason,
+                                      headers=_relayed(up.headers))
             if up.content_length is not None:
                 resp.content_length = up.content_length
             await resp.prepare(request)
@@ -454,9 +454,7 @@ class Depot:
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != (int(dev), int(ino)):  # the number was reused
                 return None
-            resp = _HeadersHeld(status=200, headers={
-                k: v for k, v in up.headers.items()
-                if k.lower() not in HOP_BY_HOP and k.lower() != FOLLOW_HEADER.lower()})
+            resp = _HeadersHeld(status=200, headers=_relayed(up.headers))
             resp.content_length = size
             writer: AbstractStreamWriter | None = None
             pos = 0
@@ -827,6 +825,12 @@ class Depot:
             flight.release_reader()
 
 
+def _relayed(headers: Any) -> dict[str, str]:
+    """The leader's response headers that a worker passes on to its client."""
+    return {k: v for k, v in headers.items()
+            if k.lower() not in HOP_BY_HOP and k.lower() != FOLLOW_HEADER.lower()}
+
+
 def _follow_spec(reader: BinaryIO, size: int) -> str:
     """Where a worker process finds a download's temporary file: this
     process's descriptor of it (through /proc, valid while the download's
@@ -909,15 +913,6 @@ def _check_port_free(family: socket.AddressFamily, host: str, port: int) -> None
         probe.bind((host, port))
 
 
-async def _answers(address: str) -> bool:
-    try:
-        _reader, writer = await asyncio.open_unix_connection(address)
-    except OSError:
-        return False
-    writer.close()
-    return True
-
-
 async def _workers_listening(procs: list[subprocess.Popen[bytes]], controls: list[str],
                              timeout: float) -> None:
     """Wait until each worker answers on its control socket, which it opens
@@ -932,7 +927,7 @@ async def _workers_listening(procs: list[subprocess.Popen[bytes]], controls: lis
             if proc.poll() is not None:
                 log.warning("worker process %d exited at start (status %s)", proc.pid,
                             proc.returncode)
-            elif not await _answers(control):
+            elif await status.ask(control) is None:
                 still.append((proc, control))
         waiting = still
         if waiting and loop.time() >= deadline:
@@ -960,6 +955,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in config.listen_host else socket.AF_INET
     shared = config.workers > 1
+    starts_workers = shared and leader is None
     workers: list[Any] = []
     internal_srv = None
 
@@ -969,7 +965,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
                              hint="is another depot or apt-cacher-ng running? pick another "
                                   "port with --listen HOST:PORT")
 
-    if shared and leader is None:
+    if starts_workers:
         try:  # SO_REUSEPORT would quietly share the port with a depot already there
             _check_port_free(family, config.listen_host, config.listen_port)
         except OSError as e:
@@ -982,7 +978,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
         except PkgdepotError:
             await depot.close()
             raise
-    if shared and leader is None:
+    if starts_workers:
         internal = f"\0pkgdepot-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # abstract socket
         internal_server = web.Server(depot.handle_internal, access_log=None,
                                      handler_cancellation=False)
