@@ -61,6 +61,7 @@ class DepotProcess:
 
     def start(self, timeout: float = 20) -> DepotProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the process)
+        logged_before = log.tell()
         self.proc = subprocess.Popen(
             [*self.wrapper, sys.executable, "-m", "pkgdepot", "-v", "serve", "--listen",
              f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir),
@@ -74,10 +75,14 @@ class DepotProcess:
                 raise RuntimeError(f"pkgdepot exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 with urllib.request.urlopen(self.url + "/", timeout=2) as r:
-                    if r.status == 200:
+                    # a worker may answer before the leader listens: wait for
+                    # the leader's word that all its processes do
+                    if r.status == 200 and b"listening on" in \
+                            self.log_path.read_bytes()[logged_before:]:
                         return self
             except (urllib.error.URLError, OSError):
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise RuntimeError(f"pkgdepot did not start within {timeout} s:\n{self.log()}")
 
     def stop(self) -> None:

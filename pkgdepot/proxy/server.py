@@ -21,6 +21,7 @@ import sys
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -419,7 +420,7 @@ class Depot:
                 followed = await self._follow(request, up, spec)
                 if followed is not None:
                     return followed
-                up.close()  # its file is gone already: the leader has it in the store now
+                up.close()  # complete and kept before its file could be opened here
                 return await self._forward(request, target, follow=False)
             resp = web.StreamResponse(status=up.status, reason=up.reason,
                                       headers=_relayed(up.headers))
@@ -441,47 +442,37 @@ class Depot:
                       spec: str) -> web.StreamResponse | None:
         """Send the client a download in progress from the leader's temporary
         file (`spec`: see `_follow_spec`), as far as the leader's stream of
-        positions allows. None if the file is no longer open in the leader."""
-        import aiohttp
-
+        positions allows. None if the download was complete and kept before
+        this process could open its file (asked again, it is a hit)."""
         path, dev, ino, size_text = spec.split(" ")
         size = int(size_text)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != (int(dev), int(ino)):  # the number was reused
+        fd = _open_followed(path, int(dev), int(ino))
+        if fd is None:  # the leader closed it: the download ended, but how?
+            last = 0
+            async for avail in _positions(up):
+                last = avail
+            if last == size:
                 return None
+            return self._error(UpstreamError(f"the download of {request.path} failed"))
+        try:
             resp = _HeadersHeld(status=200, headers=_relayed(up.headers))
             resp.content_length = size
             writer: AbstractStreamWriter | None = None
             pos = 0
-            pending = b""
-            try:
-                async for chunk in up.content.iter_any():
-                    pending += chunk
-                    n = len(pending) // 8
-                    if not n:
-                        continue
-                    avail = int.from_bytes(pending[(n - 1) * 8:n * 8], "big")
-                    pending = pending[n * 8:]
+            async for avail in _positions(up):
+                if writer is None:
+                    writer = await resp.prepare(request)
                     if writer is None:
-                        writer = await resp.prepare(request)
-                        if writer is None:
-                            raise ConnectionResetError("client went away")
-                    if avail > pos:
-                        await self._send_file(request, writer, fd, pos, avail - pos)
-                        pos = avail
-            except aiohttp.ClientError:
-                pass  # the leader aborted (a bad or failed download): so do we
+                        raise ConnectionResetError("client went away")
+                if avail > pos:
+                    await self._send_file(request, writer, fd, pos, avail - pos)
+                    pos = avail
             if pos == size:
                 await resp.write_eof()
             elif writer is None:
                 return self._error(UpstreamError(f"the download of {request.path} failed"))
             else:
-                _abort(request)
+                _abort(request)  # the leader aborted (a bad or failed download): so do we
             return resp
         finally:
             os.close(fd)
@@ -829,6 +820,38 @@ def _relayed(headers: Any) -> dict[str, str]:
     """The leader's response headers that a worker passes on to its client."""
     return {k: v for k, v in headers.items()
             if k.lower() not in HOP_BY_HOP and k.lower() != FOLLOW_HEADER.lower()}
+
+
+def _open_followed(path: str, dev: int, ino: int) -> int | None:
+    """The leader's download file, by its descriptor's /proc path; None if the
+    leader has closed it (or the number now names another file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (dev, ino):
+        os.close(fd)
+        return None
+    return fd
+
+
+async def _positions(up: Any) -> AsyncIterator[int]:
+    """How far a followed download may be read, as the leader reports it (8
+    bytes each; the latest of those that arrived together). Ends with the
+    leader's stream, also when the leader cut it off (a failed download)."""
+    import aiohttp
+
+    pending = b""
+    try:
+        async for chunk in up.content.iter_any():
+            pending += chunk
+            n = len(pending) // 8
+            if n:
+                last, pending = pending[(n - 1) * 8:n * 8], pending[n * 8:]
+                yield int.from_bytes(last, "big")
+    except aiohttp.ClientError:
+        return
 
 
 def _follow_spec(reader: BinaryIO, size: int) -> str:
