@@ -1,3 +1,3 @@
-from pkgdepot.cli import main
+from pkgdepot.cli import run
 
-raise SystemExit(main())
+run()

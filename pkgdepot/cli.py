@@ -4,8 +4,10 @@ become exit codes and messages for people."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -210,12 +212,12 @@ def _mirror_sync(args: argparse.Namespace) -> int:
                   "this process", file=sys.stderr)
     import asyncio
 
-    from pkgdepot.mirror import run_sync
+    from pkgdepot.mirror import Forked, run_sync
 
     failed = 0
     for name in names:
         try:
-            result = asyncio.run(run_sync(config, name))
+            result = asyncio.run(run_sync(config, name, Forked.for_sync(config, [name])))
         except PkgdepotError as e:
             print(f"pkgdepot: {name}: sync failed, nothing published: {e}", file=sys.stderr)
             failed += 1
@@ -449,3 +451,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def run() -> None:
+    """The `pkgdepot` command: `main`, then a quick exit. Everything a
+    command opens it has closed by now, so the interpreter's teardown (which
+    frees every loaded module's objects, 50-60 ms after a `mirror sync`, a
+    sixth of a small one) is skipped: buffered output is flushed and the
+    process ends."""
+    code = main()
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)  # a profiler or coverage writes its results at exit
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a closed pipe (`pkgdepot ... | head`)
+            stream.flush()
+    os._exit(code)

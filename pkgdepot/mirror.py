@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import email.utils
 import functools
 import gzip
@@ -24,6 +25,7 @@ import lzma
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +39,7 @@ from debian import deb822
 
 from pkgdepot import openpgp
 from pkgdepot.config import Config, MirrorConfig, RepoConfig
+from pkgdepot.diff import keep_listing
 from pkgdepot.diff import prepare as prepare_diff
 from pkgdepot.errors import (
     NotFound,
@@ -293,7 +296,7 @@ class Downloader:
 
 class Mirror:
     def __init__(self, config: Config, repo: RepoConfig, store: FsStore, snapshots: Snapshots,
-                 fetcher: Fetcher) -> None:
+                 fetcher: Fetcher, forked: Forked | None = None) -> None:
         if repo.mirror is None:
             raise SyncError(f"repository {repo.name!r} is not a mirror",
                             hint=f"add a [repos.{repo.name}.mirror] table to the config")
@@ -308,8 +311,21 @@ class Mirror:
         self._suites: list[tuple[str, deb822.Release]] = []
         self._kept: dict[str, str] = {}  # package location -> sha256 in the store
         self._downloads = Downloader(repo, store, fetcher, self.result)
+        #: a download helper started before the package list is known (`_expect`)
+        self._early_helper: _Child | None = None
+        self._forked = forked  # one forked before the event loop, if the caller did
 
     async def sync(self) -> SyncResult:
+        try:
+            return await self._sync()
+        finally:
+            if self._early_helper is not None:  # started, then not needed
+                await _Helper.stop(self._early_helper)
+                self._early_helper = None
+            if self._forked is not None:
+                self._forked.discard()
+
+    async def _sync(self) -> SyncResult:
         t0 = time.monotonic()
         if self.repo.keyring is not None:
             self.keyring = await asyncio.to_thread(
@@ -376,7 +392,10 @@ class Mirror:
             self._suites.append((base, rel))
             by_hash = str(rel.get("Acquire-By-Hash", "")).strip().lower() == "yes"
             entries = release_entries(rel)
-            for name in self._apt_index_names(entries.keys()):
+            names = self._apt_index_names(entries.keys())
+            if not published:  # a first sync: the Release says how big the lists are
+                await self._expect(self._listed_bytes(names, entries))
+            for name in names:
                 size, digests = entries[name]
                 path = base + name
                 directory = path.rsplit("/", 1)[0]
@@ -400,6 +419,18 @@ class Mirror:
                     manifest[alias] = refs[path]
         packages = await asyncio.to_thread(self._apt_packages, refs)
         return manifest, packages
+
+    @staticmethod
+    def _listed_bytes(names: Iterable[str], entries: Mapping[str, tuple[int, object]]) -> int:
+        """The uncompressed size of the package lists among `names`, as the
+        Release gives it (or guessed from a compressed one's)."""
+        sizes: dict[str, int] = {}
+        for n in names:
+            stem = _stem(n)
+            if stem.rsplit("/", 1)[-1] == "Packages":
+                size = entries[n][0] * (1 if stem == n else 4)
+                sizes[stem] = max(sizes.get(stem, 0), size)
+        return sum(sizes.values())
 
     @staticmethod
     def _has_compressed(stem: str, entries: Mapping[str, object]) -> bool:
@@ -527,9 +558,19 @@ class Mirror:
                                          path.rsplit("/", 1)[-1]):
                     seen.setdefault(v.key, Package(v.key, "", "source", v.key, v.size, v.digest))
                 continue
-            for p in backend.packages(path, blob):
+            listed = list(backend.packages(path, blob))
+            for p in listed:
                 seen.setdefault(p.location, p)
+            self._keep_listing(refs[path][0], listed)
         return list(seen.values())
+
+    def _keep_listing(self, sha256: str, packages: list[Package]) -> None:
+        """The package list of an index just read, kept for `snapshot diff`
+        (which `prepare_diff` would otherwise read the index again for)."""
+        try:
+            keep_listing(self.store, sha256, ((p.name, p.arch, p.version) for p in packages))
+        except (PkgdepotError, OSError) as e:
+            log.warning("package list of index %s not kept: %s", sha256, e)
 
     # -- rpm -----------------------------------------------------------------
 
@@ -555,6 +596,9 @@ class Mirror:
             manifest["repodata/repomd.xml.key"] = await self._keep(await self._temp(key), key)
         except NotFound:
             pass
+        if not published:  # a first sync: repomd.xml says how big the lists are
+            await self._expect(sum((size or 0) * 5 for typ, _h, size, _d in data
+                                   if typ == "primary"))
         wants = [Want(href, size, digest) for _typ, href, size, digest in data]
         refs = await self._metadata(wants)
         manifest.update(refs)
@@ -564,7 +608,9 @@ class Mirror:
             out: list[Package] = []
             for typ, href, _s, _d in data:
                 if typ == "primary":
-                    out.extend(backend.packages(href, self.store.blob_path(refs[href][0])))
+                    listed = list(backend.packages(href, self.store.blob_path(refs[href][0])))
+                    self._keep_listing(refs[href][0], listed)
+                    out.extend(listed)
             return out
 
         return manifest, await asyncio.to_thread(read)
@@ -758,6 +804,22 @@ class Mirror:
             await self._downloads.placer.drain()
         return out
 
+    def _processes(self, files: int) -> int:
+        """How many processes download `files` files (`mirror.processes`)."""
+        if self.mirror.concurrency < 2 or files < 2:
+            return 1
+        return self.mirror.processes or (
+            2 if files >= SPLIT_AT and len(os.sched_getaffinity(0)) >= 2 else 1)
+
+    async def _expect(self, index_bytes: int) -> None:
+        """Package lists of `index_bytes` (uncompressed) are coming: if they
+        likely list enough files for a second process, start it now, so that
+        it has loaded its modules (a third of a second) by the time the lists
+        are read and the downloads start."""
+        if self._early_helper is None and self._forked is None and \
+                self._processes(index_bytes // STANZA_BYTES) == 2:
+            self._early_helper = await _Helper.spawn(self.repo.name)
+
     async def _packages(self, packages: list[Package]) -> None:
         self.result.packages_total = len(packages)
         prefix = f"repo/{self.repo.name}/"
@@ -802,9 +864,13 @@ class Mirror:
         # millisecond of CPU on each small file). Both take files from one
         # queue, the helper a few at a time, so that they finish together.
         concurrency = self.mirror.concurrency
-        processes = self.mirror.processes or (
-            2 if len(todo) >= SPLIT_AT and len(os.sched_getaffinity(0)) >= 2 else 1)
-        helping = processes == 2 and len(todo) >= 2 and concurrency >= 2
+        helping = self._processes(len(todo)) == 2
+        early, self._early_helper = self._early_helper, None
+        if early is not None and not helping:
+            await _Helper.stop(early)
+            early = None
+        if self._forked is not None and helping and early is None:
+            early = await self._forked.child()
         queue = collections.deque(todo)
         errors: list[BaseException] = []
 
@@ -832,7 +898,7 @@ class Mirror:
                              self.result)
             jobs = [worker() for _ in range(ours)]
             if helping:
-                jobs.append(helper.run())
+                jobs.append(helper.run(early))
             await asyncio.gather(*jobs)
             if helper.unfinished:  # the helper failed: its files are done here
                 log.warning("%s: the download helper process stopped; %d of its files are "
@@ -903,6 +969,108 @@ class Mirror:
 
 #: a sync with at least this many files to download shares them with a helper process
 SPLIT_AT = 1000
+#: the least an index says of a package: how a count is guessed from a size
+STANZA_BYTES = 300
+
+
+class _Child(Protocol):
+    """What `_Helper` uses of its process: asyncio's, or a `Forked` one."""
+
+    @property
+    def stdin(self) -> asyncio.StreamWriter | None: ...
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
+    @property
+    def returncode(self) -> int | None: ...
+    def kill(self) -> None: ...
+    async def wait(self) -> int: ...
+
+
+class Forked:
+    """A download helper forked before a sync's event loop starts, while the
+    process has one thread: it has every module loaded already, so it is
+    ready at once (a helper started later loads them first, a third of a
+    second). It waits for its work on a pipe and ends if the pipe closes
+    unused (`discard`). A command line sync forks one; the server, whose
+    threads forbid forking, starts one with `_Helper.spawn` instead."""
+
+    def __init__(self) -> None:
+        stdin_r, self._stdin = os.pipe()
+        self._stdout, stdout_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the helper: never returns into the caller's code
+            try:
+                os.close(self._stdin)
+                os.close(self._stdout)
+                os.dup2(stdin_r, 0)
+                os.dup2(stdout_w, 1)
+                helper_entry()
+            finally:
+                os._exit(1)
+        os.close(stdin_r)
+        os.close(stdout_w)
+        self.pid = pid
+        self._used = False
+
+    @classmethod
+    def for_sync(cls, config: Config, names: Iterable[str]) -> Forked | None:
+        """A forked helper, if one of these mirrors may use a second
+        process, and forking is safe (this process has no other thread)."""
+        import threading
+
+        if len(os.sched_getaffinity(0)) < 2 or threading.active_count() > 1:
+            return None
+        for name in names:
+            repo = config.repos.get(name)
+            if repo is not None and repo.mirror is not None \
+                    and repo.mirror.processes != 1 and repo.mirror.concurrency >= 2:
+                return cls()
+        return None
+
+    async def child(self) -> _Child | None:
+        """The helper as a process `_Helper` can talk to (once)."""
+        if self._used:
+            return None
+        self._used = True
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20, loop=loop)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
+                                     os.fdopen(self._stdout, "rb", buffering=0))
+        transport, protocol = await loop.connect_write_pipe(
+            lambda: asyncio.streams.FlowControlMixin(loop=loop),
+            os.fdopen(self._stdin, "wb", buffering=0))
+        writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        return _ForkedChild(self.pid, writer, reader)
+
+    def discard(self) -> None:
+        """Not used (or used up): close its pipes, so that it ends, and reap it."""
+        if not self._used:
+            self._used = True
+            os.close(self._stdin)
+            os.close(self._stdout)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+
+
+class _ForkedChild:
+    def __init__(self, pid: int, stdin: asyncio.StreamWriter,
+                 stdout: asyncio.StreamReader) -> None:
+        self.pid, self.stdin, self.stdout = pid, stdin, stdout
+        self.returncode: int | None = None
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    async def wait(self) -> int:
+        if self.returncode is None:
+            _pid, status = await asyncio.to_thread(os.waitpid, self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+            self.stdin.close()
+        return self.returncode
 
 
 class _Helper:
@@ -927,16 +1095,33 @@ class _Helper:
         #: files it was given and did not finish (placed or failed), if it died
         self.unfinished: list[Want] = []
 
-    async def run(self) -> None:
-        given: dict[int, Want] = {}
-        ids = iter(range(1 << 62))
-        ended = False
+    @staticmethod
+    async def spawn(name: str) -> _Child | None:
+        """Start a helper process; it loads its modules, then waits for its
+        arguments on stdin (or exits when stdin closes). None if it cannot start."""
         try:
-            proc = await asyncio.create_subprocess_exec(
+            return await asyncio.create_subprocess_exec(
                 sys.executable, "-c", "from pkgdepot.mirror import helper_entry; helper_entry()",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
         except OSError as e:
-            log.warning("%s: no download helper process: %s", self.name, e)
+            log.warning("%s: no download helper process: %s", name, e)
+            return None
+
+    @staticmethod
+    async def stop(proc: _Child) -> None:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+    async def run(self, proc: _Child | None = None) -> None:
+        """Share the queue with a helper process: `proc`, started earlier by
+        `spawn`, or a new one."""
+        given: dict[int, Want] = {}
+        ids = iter(range(1 << 62))
+        ended = False
+        if proc is None:
+            proc = await self.spawn(self.name)
+        if proc is None:
             return
         assert proc.stdin is not None and proc.stdout is not None
         stdin = proc.stdin
@@ -959,6 +1144,16 @@ class _Helper:
             if out and not stdin.is_closing():
                 stdin.write(b"".join(json.dumps(x).encode() + b"\n" for x in out))
 
+        # What the helper placed is recorded by a task of its own: recording
+        # waits for syncs of the file system, and meanwhile the helper's
+        # requests for more files must still be answered.
+        placed: asyncio.Queue[tuple[str, str, int] | None] = asyncio.Queue()
+
+        async def record() -> None:
+            while (item := await placed.get()) is not None:
+                await self.done(*item)
+
+        recorder = asyncio.create_task(record())
         finished = False
         try:
             args = pickle.dumps((self.config, self.name, self.concurrency, os.getpid()))
@@ -976,7 +1171,7 @@ class _Helper:
                         self.result.files_downloaded += 1
                         self.result.helper_files += 1
                         self.result.bytes_downloaded += int(size)
-                        await self.done(w.path, sha, int(size))
+                        placed.put_nowait((w.path, sha, int(size)))
                 elif kind == "E" and msg[1] in given:
                     w = given.pop(msg[1])
                     self.errors.append(SyncError(f"{w.path}: {msg[2]}"))
@@ -988,9 +1183,9 @@ class _Helper:
         except (OSError, ValueError, KeyError) as e:  # a broken pipe, or garbled output
             log.warning("%s: the download helper process failed: %s", self.name, e)
         finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            await self.stop(proc)
+            placed.put_nowait(None)
+            await recorder  # raises what recording raised
         if not finished and given:
             self.unfinished = list(given.values())
 
@@ -1014,14 +1209,14 @@ class _Ticker:
 
 def helper_entry() -> None:
     """A sync's download helper (`_Helper`)."""
-    import signal
-
     size = int.from_bytes(_read_exactly(0, 8), "big")
     config, name, concurrency, parent = pickle.loads(_read_exactly(0, size))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sync decides, and stops us
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(levelname)s sync helper: %(message)s")
-    sys.exit(asyncio.run(_helper_main(config, name, concurrency, parent)))
+    code = asyncio.run(_helper_main(config, name, concurrency, parent))
+    logging.shutdown()
+    os._exit(code)  # without the interpreter's teardown, which the sync would wait for
 
 
 def _read_exactly(fd: int, n: int) -> bytes:
@@ -1122,17 +1317,23 @@ async def _helper_main(config: Config, name: str, concurrency: int, parent: int)
     return 0
 
 
-async def run_sync(config: Config, name: str) -> SyncResult:
-    repo = config.repos.get(name)
-    if repo is None:
-        known = ", ".join(sorted(r.name for r in config.repos.values() if r.mirror)) or "none"
-        raise SyncError(f"no repository named {name!r} in the configuration (mirrors: {known})")
-    store = FsStore(config.data_dir).open(recover=False)
-    fetcher = Fetcher(config)
-    await fetcher.start()
+async def run_sync(config: Config, name: str, forked: Forked | None = None) -> SyncResult:
     try:
-        snapshots = await Snapshots(store).open()
-        return await Mirror(config, repo, store, snapshots, fetcher).sync()
+        repo = config.repos.get(name)
+        if repo is None:
+            known = ", ".join(sorted(r.name for r in config.repos.values() if r.mirror)) \
+                or "none"
+            raise SyncError(f"no repository named {name!r} in the configuration "
+                            f"(mirrors: {known})")
+        store = FsStore(config.data_dir).open(recover=False)
+        fetcher = Fetcher(config)
+        await fetcher.start()
+        try:
+            snapshots = await Snapshots(store).open()
+            return await Mirror(config, repo, store, snapshots, fetcher, forked).sync()
+        finally:
+            await fetcher.close()
+            await store.close()
     finally:
-        await fetcher.close()
-        await store.close()
+        if forked is not None:
+            forked.discard()

@@ -46,8 +46,9 @@ class DepotProcess:
     """`pkgdepot serve` with a private data directory and config."""
 
     def __init__(self, workdir: Path, config: str = "", port: int | None = None,
-                 wrapper: list[str] | None = None) -> None:
-        """`wrapper`: a command line the server's runs inside (e.g. unshare ...)."""
+                 wrapper: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        """`wrapper`: a command line the server's runs inside (e.g. unshare ...);
+        `env`: more environment for it."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = workdir / "data"
@@ -58,6 +59,7 @@ class DepotProcess:
         self.log_path = workdir / "depot.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.wrapper = wrapper or []
+        self.env = env or {}
 
     def start(self, timeout: float = 20) -> DepotProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the process)
@@ -67,7 +69,7 @@ class DepotProcess:
              f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir),
              "--config", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -20,16 +20,18 @@ import pytest
 from tests.depot import ROOT, DepotProcess, free_port
 from tests.support.keys import GpgKey
 from tests.support.repos import DebSpec, build_apt_repo
-from tests.support.upstream import Upstream
+from tests.support.upstream import Upstream, suffix
 
 TOKEN = "s3cret-admin-token-0123456789"
 
 
 def admin_setup(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey, admin_port: int) -> str:
-    """A signed repository with one package, the token file, and the config
-    of a depot mirroring it with its admin API on `admin_port`."""
+    """A signed repository of three packages, the token file, and the config
+    of a depot mirroring it with its admin API on `admin_port` (with two
+    processes, so that the server starts a download helper of its own)."""
     build_apt_repo(upstream.root / "debian", gpg_key,
-                   [DebSpec("hello", "1.0", files={"usr/share/hello": b"1\n"})])
+                   [DebSpec("hello", "1.0", files={"usr/share/hello": b"1\n"}),
+                    *(DebSpec(f"pkg{i}", "1.0", size_padding=3000) for i in range(2))])
     token_file = tmp_path / "admin-token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
@@ -42,6 +44,8 @@ upstreams = ["{upstream.url}/debian"]
 keyring = "{gpg_key.public_armored}"
 [repos.deb.mirror]
 suites = ["stable"]
+processes = 2
+concurrency = 2
 """
 
 
@@ -75,12 +79,16 @@ def cli(depot: DepotProcess, *args: str) -> str:
     return proc.stdout
 
 
-def test_sync_tag_untag_prune_gc(env: tuple[DepotProcess, str]) -> None:
+def test_sync_tag_untag_prune_gc(env: tuple[DepotProcess, str], upstream: Upstream) -> None:
     depot, admin = env
+    # the server's one download worker is still on its first file when its
+    # helper process has started
+    upstream.stall(suffix(".deb"), 1.0)
     status, body = call(f"{admin}/mirror/deb/sync")
     assert status == 200, body
     result = json.loads(body)
     assert "published snapshot" in result["summary"]
+    assert "by a second process)" in result["summary"], result["summary"]
     stamp = result["snapshot"]["timestamp"]
     # the client port now serves what the sync published
     status, _h, _b = depot.get("/deb/dists/stable/InRelease")

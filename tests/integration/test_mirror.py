@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -49,11 +50,12 @@ def depot(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey) -> Iterator[Depot
         yield d
 
 
-def sync(depot: DepotProcess, *names: str, ok: bool = True) -> str:
+def sync(depot: DepotProcess, *names: str, ok: bool = True,
+         env: dict[str, str] | None = None) -> str:
     proc = subprocess.run([sys.executable, "-m", "pkgdepot", "mirror", "sync", *names,
                            "--data-dir", str(depot.data_dir), "--config",
                            str(depot.config_path)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+                          timeout=300, env={**os.environ, **(env or {})})
     assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
 
@@ -97,6 +99,54 @@ def test_apt_mirror_serves_with_upstream_down_and_keeps_old_state(
     out = sync(depot, "deb")
     assert "upstream unchanged" in out and time.monotonic() - t0 < 10
     assert depot.get("/snapshot/deb/")[2].decode().count("\n") == 2
+
+
+def _tls_server(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context for 127.0.0.1 with a new self-signed certificate, and
+    the certificate (what a client that trusts the server is given)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context, cert
+
+
+def test_https_upstream_is_verified(tmp_path: Path, gpg_key: GpgKey) -> None:
+    """An https upstream: the sync (its own process, and its helper) and the
+    server fetch over TLS, trusting what OpenSSL trusts (here SSL_CERT_FILE,
+    as an operator with a private CA would set it). Without that trust,
+    nothing is published and a client gets a 502 that names the certificate."""
+    context, cert = _tls_server(tmp_path)
+    with Upstream(tmp_path / "www", tls=context) as up:
+        assert up.url.startswith("https://127.0.0.1:")
+        repo = build_apt_repo(up.root / "debian", gpg_key, DEBS)
+        cfg = config(up, gpg_key.public_armored).replace(
+            'architectures = ["amd64"]\n', 'architectures = ["amd64"]\nprocesses = 2\n', 1) \
+            + f'[repos.cached]\nupstreams = ["{up.url}/debian"]\n'  # a cache, not a mirror
+        untrusted = DepotProcess(tmp_path / "depot", cfg, env={"SSL_CERT_FILE": os.devnull})
+        out = sync(untrusted, "deb", ok=False, env=untrusted.env)
+        assert "certificate verify failed" in out and "nothing published" in out, out
+        with untrusted:
+            status, _h, body = untrusted.get("/cached/pool/main/p/pkg1/pkg1_1.0_all.deb")
+            assert status == 502 and b"certificate verify failed" in body, body
+        assert up.count(suffix(".deb")) == 0  # refused at the handshake
+        trusted = DepotProcess(tmp_path / "depot", cfg, env={"SSL_CERT_FILE": str(cert)})
+        out = sync(trusted, "deb", env=trusted.env)
+        assert "published snapshot" in out and "(" in out and "by a second process" in out, out
+        with trusted:
+            c = apt(tmp_path, "c1", repo.sources_line(f"{trusted.url}/deb"))
+            c.update()
+            c.install(["hello"])
+            assert c.installed() == {"hello": "1.0", "pkg1": "1.0"}
+            status, _h, body = trusted.get("/snapshot/deb/latest/dists/stable/InRelease")
+            assert status == 200
+            assert body == (up.root / "debian/dists/stable/InRelease").read_bytes()
+            deb = up.root / "debian" / repo.package("pkg1").path
+            status, _h, body = trusted.get("/cached/" + repo.package("pkg1").path)
+            assert status == 200 and body == deb.read_bytes()
 
 
 def test_bad_signature_publishes_nothing(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey,

@@ -27,6 +27,7 @@ import hashlib
 import io
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -124,6 +125,13 @@ class _Server(ThreadingHTTPServer):
         self.conns_lock = threading.Lock()
         self.threads: set[threading.Thread] = set()
         super().__init__(addr, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        if self.upstream.tls is not None:  # the handshake happens in the request's thread
+            sock = self.upstream.tls.wrap_socket(sock, server_side=True,
+                                                 do_handshake_on_connect=False)
+        return sock, addr
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.conns_lock:
@@ -432,8 +440,11 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | str | None:
 class Upstream:
     """A file server on 127.0.0.1 for ``root``; see the module doc."""
 
-    def __init__(self, root: Path, port: int = 0, throttle: float | None = None) -> None:
+    def __init__(self, root: Path, port: int = 0, throttle: float | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: a server context, to serve https."""
         self.root = Path(root).resolve()
+        self.tls = tls
         self._port = port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -453,7 +464,7 @@ class Upstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
