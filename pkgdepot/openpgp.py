@@ -58,7 +58,14 @@ def binary_keyring(keyring: Path, cache_dir: Path) -> Path:
 
 
 def _run_gpgv(keyring: Path, args: list[str], what: str) -> str:
-    with tempfile.TemporaryDirectory(prefix="pkgdepot-gpgv-") as home:
+    """gpgv's status lines for a good signature; VerificationError for a bad
+    one, and for a check that could not run (nothing unchecked passes)."""
+    try:
+        home_dir = tempfile.TemporaryDirectory(prefix="pkgdepot-gpgv-")
+    except OSError as e:
+        raise VerificationError(f"cannot check {what}: no temporary directory for gpgv "
+                                f"({e})", hint="check free space and TMPDIR") from e
+    with home_dir as home:
         cmd = [GPGV, "--homedir", home, "--keyring", str(keyring), "--status-fd", "1", *args]
         try:
             proc = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT, cwd=home,
@@ -68,6 +75,9 @@ def _run_gpgv(keyring: Path, args: list[str], what: str) -> str:
                                     hint="apt-get install gpgv") from e
         except subprocess.TimeoutExpired as e:
             raise VerificationError(f"gpgv timed out verifying {what}") from e
+        except OSError as e:  # not executable, out of processes or memory...
+            raise VerificationError(f"cannot check {what}: gpgv did not run ({e})",
+                                    hint="check that gpgv runs: gpgv --version") from e
     status = proc.stdout.decode("utf-8", "replace")
     if proc.returncode != 0 or "\n[GNUPG:] VALIDSIG " not in "\n" + status:
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()

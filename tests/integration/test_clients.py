@@ -136,6 +136,24 @@ def test_wrong_signing_key_is_refused(tmp_path: Path, upstream: Upstream, apt_re
         assert not list((d.data_dir / "blobs").rglob("*.gpg"))
 
 
+def test_a_signature_check_that_cannot_run_is_a_502(tmp_path: Path, upstream: Upstream,
+                                                    apt_repo: AptRepo, gpg_key: GpgKey) -> None:
+    """gpgv that cannot be run (here: not executable) checks nothing, so
+    nothing passes: InRelease is a 502 that says why, and is not kept."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gpgv").write_text("#!/bin/sh\nexit 0\n")  # would pass anything: not run
+    (bin_dir / "gpgv").chmod(0o644)
+    cfg = (f'[repos.deb]\nupstreams = ["{upstream.url}/debian"]\n'
+           f'keyring = "{gpg_key.public_armored}"\n')
+    env = {"PATH": str(bin_dir)}  # the only gpgv (a later one on PATH would be run)
+    with DepotProcess(tmp_path / "depot", cfg, env=env) as d:
+        for _ in range(2):  # the second request checks again: nothing was kept
+            status, _h, body = d.get("/deb/dists/stable/InRelease")
+            assert status == 502 and b"gpgv did not run" in body, body
+        assert upstream.count("/debian/dists/stable/InRelease") == 2
+
+
 def test_tampered_inrelease_is_refused(tmp_path: Path, upstream: Upstream, apt_repo: AptRepo,
                                        depot: DepotProcess) -> None:
     inrelease = upstream.root / "debian/dists/stable/InRelease"
