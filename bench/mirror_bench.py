@@ -84,6 +84,7 @@ class Params:
     resolve_requests: int   # GETs of /snapshot/deb/<time>/... per measurement
     changed_percent: float = 1.0
     concurrency: int = 8
+    repeats: int = 3        # alternating runs of each 3,000-package sync (median reported)
     xz_preset: int = 6
 
 
@@ -678,6 +679,25 @@ def bench_mirror(ctx: Ctx) -> dict[str, Any]:
             ap.close()
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last of several runs of one step (its counts and traffic), with the
+    median of their times and CPU, and every run's time under `runs`."""
+    out = dict(runs[-1])
+    out["seconds"] = statistics.median(r["seconds"] for r in runs)
+    out["cpu"] = statistics.median(r["cpu"] for r in runs)
+    out["runs"] = [round(r["seconds"], 3) for r in runs]
+    return out
+
+
+def copy_tree(src: Path, dest: Path) -> None:
+    """`dest` becomes a copy of `src` (a data directory put back between
+    runs), hard links kept as hard links (aptly's published pool is linked
+    to its own pool, and it checks that they still are)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    run(["cp", "-a", str(src), str(dest)], timeout=300)
+
+
 def _pd_sync(ctx: Ctx, pd: Pkgdepot, expected: set[str] | None) -> dict[str, Any]:
     before = store_state(pd.data_dir) if pd.data_dir.exists() else {}
     m = ctx.origin.mark()
@@ -717,17 +737,28 @@ def _bench_mirror(ctx: Ctx, res: dict[str, Any], debian: Path, specs: list[DebSp
     url = f"{ctx.origin.url}/debian"
     kr = f"-keyring={ctx.key.public_keyring}"
 
-    log("mirror: full sync, pkgdepot")
-    res["full_pkgdepot"] = full_pd = _pd_sync(ctx, pd, expected_full)
-    if not full_pd["once"]["ok"]:
-        ctx.note(f"pkgdepot full sync did not fetch every package once: {full_pd['once']}")
+    # Each sync of the 3,000-package repository runs `repeats` times, the two
+    # tools alternating, each run from the same state (the data directories
+    # are put back in between); the median is reported, every run is checked.
+    pd_runs: list[dict[str, Any]] = []
+    ap_runs: list[dict[str, Any]] = []
+    for i in range(p.repeats):
+        log(f"mirror: full sync, pkgdepot (run {i + 1} of {p.repeats})")
+        shutil.rmtree(pd.data_dir, ignore_errors=True)
+        pd_runs.append(full_pd := _pd_sync(ctx, pd, expected_full))
+        if not full_pd["once"]["ok"]:
+            ctx.note(f"pkgdepot full sync did not fetch every package once: {full_pd['once']}")
+        if ap is not None:
+            log(f"mirror: full sync, aptly (mirror create + mirror update, run {i + 1})")
+            shutil.rmtree(ap.root, ignore_errors=True)
+            ap_runs.append(full_ap := _aptly_step(ctx, ap, [
+                ["mirror", "create", kr, "-architectures=amd64", "deb", url, SUITE, "main"],
+                ["mirror", "update", kr, "deb"]], expected_full))
+            if not full_ap["once"]["ok"]:
+                ctx.note(f"aptly full sync did not fetch every package once: {full_ap['once']}")
+    res["full_pkgdepot"] = median_run(pd_runs)
     if ap is not None:
-        log("mirror: full sync, aptly (mirror create + mirror update)")
-        res["full_aptly"] = full_ap = _aptly_step(ctx, ap, [
-            ["mirror", "create", kr, "-architectures=amd64", "deb", url, SUITE, "main"],
-            ["mirror", "update", kr, "deb"]], expected_full)
-        if not full_ap["once"]["ok"]:
-            ctx.note(f"aptly full sync did not fetch every package once: {full_ap['once']}")
+        res["full_aptly"] = median_run(ap_runs)
         res["full_aptly_snapshot"] = _aptly_step(
             ctx, ap, [["snapshot", "create", "m1", "from", "mirror", "deb"]], None)
         res["full_aptly_publish"] = _aptly_step(ctx, ap, [
@@ -745,17 +776,33 @@ def _bench_mirror(ctx: Ctx, res: dict[str, Any], debian: Path, specs: list[DebSp
     expected_inc = {f"/debian/{pk.path}" for pk in repo2.packages if pk.version == "1.1"}
     res["changed_packages"] = len(expected_inc)
 
-    log(f"mirror: incremental sync ({len(expected_inc)} new versions), pkgdepot")
-    res["incremental_pkgdepot"] = inc = _pd_sync(ctx, pd, expected_inc)
-    if not inc["once"]["ok"]:
-        ctx.note(f"pkgdepot incremental sync fetched other than the new packages: {inc['once']}")
+    saved = ctx.tmp / "before-incremental"
+    copy_tree(pd.data_dir, saved / "pkgdepot")
     if ap is not None:
-        log("mirror: incremental sync, aptly")
-        res["incremental_aptly"] = inc_ap = _aptly_step(
-            ctx, ap, [["mirror", "update", kr, "deb"]], expected_inc)
-        if not inc_ap["once"]["ok"]:
-            ctx.note(f"aptly incremental sync fetched other than the new packages: "
-                     f"{inc_ap['once']}")
+        copy_tree(ap.root, saved / "aptly")
+    pd_runs, ap_runs = [], []
+    for i in range(p.repeats):
+        if i:  # both back to the state before the change
+            copy_tree(saved / "pkgdepot", pd.data_dir)
+            if ap is not None:
+                copy_tree(saved / "aptly", ap.root)
+        log(f"mirror: incremental sync ({len(expected_inc)} new versions), pkgdepot "
+            f"(run {i + 1} of {p.repeats})")
+        pd_runs.append(inc := _pd_sync(ctx, pd, expected_inc))
+        if not inc["once"]["ok"]:
+            ctx.note(f"pkgdepot incremental sync fetched other than the new packages: "
+                     f"{inc['once']}")
+        if ap is not None:
+            log(f"mirror: incremental sync, aptly (run {i + 1})")
+            ap_runs.append(inc_ap := _aptly_step(
+                ctx, ap, [["mirror", "update", kr, "deb"]], expected_inc))
+            if not inc_ap["once"]["ok"]:
+                ctx.note(f"aptly incremental sync fetched other than the new packages: "
+                         f"{inc_ap['once']}")
+    shutil.rmtree(saved, ignore_errors=True)
+    res["incremental_pkgdepot"] = median_run(pd_runs)
+    if ap is not None:
+        res["incremental_aptly"] = median_run(ap_runs)
         res["incremental_aptly_snapshot"] = _aptly_step(
             ctx, ap, [["snapshot", "create", "m2", "from", "mirror", "deb"]], None)
         res["incremental_aptly_publish"] = _aptly_step(
@@ -763,11 +810,16 @@ def _bench_mirror(ctx: Ctx, res: dict[str, Any], debian: Path, specs: list[DebSp
                        "m2"]], None)
 
     log("mirror: no-change sync, pkgdepot and aptly")
-    res["nochange_pkgdepot"] = nc = _pd_sync(ctx, pd, set())
-    if nc["traffic"]["package_requests"]:
-        ctx.note("pkgdepot no-change sync fetched packages")
+    pd_runs, ap_runs = [], []
+    for _ in range(p.repeats):
+        pd_runs.append(nc := _pd_sync(ctx, pd, set()))
+        if nc["traffic"]["package_requests"]:
+            ctx.note("pkgdepot no-change sync fetched packages")
+        if ap is not None:
+            ap_runs.append(_aptly_step(ctx, ap, [["mirror", "update", kr, "deb"]], set()))
+    res["nochange_pkgdepot"] = median_run(pd_runs)
     if ap is not None:
-        res["nochange_aptly"] = _aptly_step(ctx, ap, [["mirror", "update", kr, "deb"]], set())
+        res["nochange_aptly"] = median_run(ap_runs)
 
     # The same kind of syncs, handed to a running depot (server.admin_listen):
     # the command only asks; the server, already started, does the work.
@@ -1259,10 +1311,19 @@ def rows(res: dict[str, Any]) -> list[Row]:
     def tot(*parts: Any) -> float | None:
         return None if any(x is None for x in parts) else float(sum(parts))
 
+    def runs(step: str) -> str:
+        """Each run's time of a repeated step, pkgdepot's then aptly's."""
+        pd_runs, ap_runs = dig(m, f"{step}_pkgdepot", "runs"), dig(m, f"{step}_aptly", "runs")
+        if not pd_runs:
+            return ""
+        out = "median of runs " + "/".join(f"{x:.2f}" for x in pd_runs)
+        return out + (" vs " + "/".join(f"{x:.2f}" for x in ap_runs) if ap_runs else "")
+
     if m:
         n = m.get("packages")
         add(f"mirror {n} pkgs: full sync", dig(m, "full_pkgdepot", "seconds"),
-            dig(m, "full_aptly", "seconds"), note="aptly: mirror create + update")
+            dig(m, "full_aptly", "seconds"),
+            note="aptly: mirror create + update; " + runs("full"))
         add("full sync + servable snapshot", dig(m, "full_pkgdepot", "seconds"),
             tot(dig(m, "full_aptly", "seconds"), dig(m, "full_aptly_snapshot", "seconds"),
                 dig(m, "full_aptly_publish", "seconds")),
@@ -1288,7 +1349,7 @@ def rows(res: dict[str, Any]) -> list[Row]:
             note="disk usage; aptly incl. snapshot")
         c = m.get("changed_packages")
         add(f"incremental sync ({c} new versions)", dig(m, "incremental_pkgdepot", "seconds"),
-            dig(m, "incremental_aptly", "seconds"))
+            dig(m, "incremental_aptly", "seconds"), note=runs("incremental"))
         add("incremental + servable snapshot", dig(m, "incremental_pkgdepot", "seconds"),
             tot(dig(m, "incremental_aptly", "seconds"),
                 dig(m, "incremental_aptly_snapshot", "seconds"),
@@ -1299,7 +1360,7 @@ def rows(res: dict[str, Any]) -> list[Row]:
         add("incremental: bytes from origin", dig(m, "incremental_pkgdepot", "traffic", "bytes"),
             dig(m, "incremental_aptly", "traffic", "bytes"), fmt_b)
         add("no-change sync", dig(m, "nochange_pkgdepot", "seconds"),
-            dig(m, "nochange_aptly", "seconds"))
+            dig(m, "nochange_aptly", "seconds"), note=runs("nochange"))
         add("no-change: bytes from origin", dig(m, "nochange_pkgdepot", "traffic", "bytes"),
             dig(m, "nochange_aptly", "traffic", "bytes"), fmt_b)
         add("incremental sync, by the running depot (admin API)",

@@ -351,7 +351,8 @@ class Mirror:
         changes: dict[str, FileRef | None] = dict(manifest)
         for path in published.keys() - manifest.keys():
             changes[path] = None
-        await asyncio.to_thread(os.sync)  # every blob durable before the state names it
+        # every blob the state names durable first (packages were, batch by batch)
+        await asyncio.to_thread(self.store.sync_blobs, {ref[0] for ref in manifest.values()})
         snap = await self.snapshots.record(self.repo.name, changes, "mirror")
         await prepare_diff(self.store, changes)
         self.result.snapshot = snap or latest
@@ -854,9 +855,10 @@ class Mirror:
             entries, batch[:] = list(batch), []
             await self._downloads.placer.drain()
             if entries:
-                # one sync of the file system for the whole batch, then one
-                # transaction: a blob is durable before the catalog names it
-                await asyncio.to_thread(os.sync)
+                # the batch made durable (a few files one by one, many by one
+                # sync of the file system), then one transaction: a blob is
+                # durable before the catalog names it
+                await asyncio.to_thread(self.store.sync_blobs, [e.sha256 for e in entries])
                 await self.store.commit_entries(entries)
 
         # Many files: a second process takes a share of the downloads, so that

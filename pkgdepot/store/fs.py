@@ -113,6 +113,37 @@ def ensure_dir(path: Path, mode: int = DIR_MODE) -> None:
         os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
 
 
+#: up to this many blobs are fsynced one by one; more, with their file system
+SYNC_EACH_MAX = 64
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _syncfs(path: Path) -> None:
+    """syncfs(2) on the file system holding `path` (sync(2) where the C
+    library lacks it)."""
+    import ctypes
+
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs: {os.strerror(err)}", str(path))
+    finally:
+        os.close(fd)
+
+
 def is_blob(path: Path) -> bool:
     """Whether `path` is a stored blob: a regular file, not a planted link."""
     try:
@@ -394,6 +425,20 @@ class FsStore:
         if e.errno == errno.ENOSPC:
             raise StoreError(f"the data directory is full: {name} not kept",
                              hint=f"free space on the file system of {self.root}") from e
+
+    def sync_blobs(self, shas: Iterable[str]) -> None:
+        """Blocking: make these blobs durable, with their names. A few are
+        fsynced one by one, with the shard directories that name them; many,
+        by syncing the store's file system (`syncfs`). Never `sync()`, which
+        would also wait for every other writer on the machine."""
+        wanted = set(shas)
+        if len(wanted) > SYNC_EACH_MAX:
+            _syncfs(self.blobs)
+            return
+        for sha in sorted(wanted):
+            _fsync_path(self.blob_path(sha))
+        for shard in sorted({self.blob_path(sha).parent for sha in wanted}):
+            _fsync_path(shard)
 
     def _place(self, temp: Path, sha256: str, synced: bool = False) -> None:
         """Move a complete temporary file into the store under its hash. The
