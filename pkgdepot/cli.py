@@ -55,6 +55,9 @@ Configuration keys (TOML, --config FILE):
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from pkgdepot.tls import import_aiohttp
+
+    import_aiohttp()  # before pkgdepot.logs imports it
     from pkgdepot.logs import use_log_format
     from pkgdepot.proxy.server import serve
 

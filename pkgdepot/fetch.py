@@ -8,35 +8,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import socket
 import ssl
-import sys
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+from pkgdepot.tls import client_context, import_aiohttp
 
-def _import_aiohttp() -> None:
-    """Import aiohttp without the CA bundle. aiohttp builds two default TLS
-    contexts as it is imported, each loading the system's CA file (35-40 ms
-    apiece, a fifth of a short `mirror sync`). The depot never uses them: every
-    https request carries its own context (`Fetcher._tls`), made when the first
-    one is sent. So while aiohttp is imported, OpenSSL is told that the CA file
-    is empty; the environment is put back at once."""
-    if "aiohttp" in sys.modules:
-        return
-    saved = os.environ.get("SSL_CERT_FILE")
-    os.environ["SSL_CERT_FILE"] = os.devnull
-    try:
-        import aiohttp  # noqa: F401
-    finally:
-        if saved is None:
-            del os.environ["SSL_CERT_FILE"]
-        else:
-            os.environ["SSL_CERT_FILE"] = saved
-
-
-_import_aiohttp()
+import_aiohttp()  # before anything below imports it
 
 import aiohttp  # noqa: E402
 from aiohttp.abc import AbstractResolver, ResolveResult  # noqa: E402
@@ -271,12 +250,7 @@ class Fetcher:
         SSL_CERT_FILE / SSL_CERT_DIR), host names checked. Loading the CA
         file is blocking I/O: done in a thread, once."""
         if self._tls_context is None:
-            def make() -> ssl.SSLContext:
-                context = ssl.create_default_context()
-                context.set_alpn_protocols(["http/1.1"])
-                return context
-
-            self._tls_context = await asyncio.to_thread(make)
+            self._tls_context = await asyncio.to_thread(client_context)
         return self._tls_context
 
     async def start(self) -> None:
