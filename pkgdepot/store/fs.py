@@ -433,6 +433,9 @@ class FsStore:
         would also wait for every other writer on the machine."""
         wanted = set(shas)
         if len(wanted) > SYNC_EACH_MAX:
+            for sha in wanted:  # a state must never name a blob that is not there
+                if not is_blob(self.blob_path(sha)):
+                    raise FileNotFoundError(errno.ENOENT, "blob missing", sha)
             _syncfs(self.blobs)
             return
         for sha in sorted(wanted):
