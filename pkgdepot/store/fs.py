@@ -432,16 +432,22 @@ class FsStore:
         by syncing the store's file system (`syncfs`). Never `sync()`, which
         would also wait for every other writer on the machine."""
         wanted = set(shas)
-        if len(wanted) > SYNC_EACH_MAX:
-            for sha in wanted:  # a state must never name a blob that is not there
-                if not is_blob(self.blob_path(sha)):
-                    raise FileNotFoundError(errno.ENOENT, "blob missing", sha)
-            _syncfs(self.blobs)
-            return
-        for sha in sorted(wanted):
-            _fsync_path(self.blob_path(sha))
-        for shard in sorted({self.blob_path(sha).parent for sha in wanted}):
-            _fsync_path(shard)
+        for sha in wanted:  # a state must never name a blob that is not there
+            if not is_blob(self.blob_path(sha)):
+                raise StoreError(f"blob {sha} is missing from the store",
+                                 hint="run `pkgdepot verify` to check the store")
+        try:
+            if len(wanted) > SYNC_EACH_MAX:
+                _syncfs(self.blobs)
+                return
+            for sha in sorted(wanted):
+                _fsync_path(self.blob_path(sha))
+            for shard in sorted({self.blob_path(sha).parent for sha in wanted}):
+                _fsync_path(shard)
+        except OSError as e:  # a write the file system could not complete after all
+            self._raise_if_full(e, "downloaded files")
+            raise StoreError(f"the store could not make downloaded files durable: {e}",
+                             hint=f"check the file system of {self.root} (dmesg)") from e
 
     def _place(self, temp: Path, sha256: str, synced: bool = False) -> None:
         """Move a complete temporary file into the store under its hash. The

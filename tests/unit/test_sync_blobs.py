@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pkgdepot.errors import StoreError
 from pkgdepot.store.fs import SYNC_EACH_MAX, FsStore
 
 
@@ -35,7 +36,7 @@ def test_a_missing_blob_is_an_error_not_a_silent_pass(tmp_path: Path, n: int) ->
     """A state must never name a blob that is not there: syncing one fails."""
     store, shas = _store_with_blobs(tmp_path / "data", n)
     try:
-        with pytest.raises(FileNotFoundError):
+        with pytest.raises(StoreError, match="is missing from the store"):
             store.sync_blobs([*shas, "0" * 64])
     finally:
         asyncio.run(store.close())
