@@ -220,7 +220,7 @@ def _mirror_sync(args: argparse.Namespace) -> int:
     failed = 0
     for name in names:
         try:
-            result = asyncio.run(run_sync(config, name, Forked.for_sync(config, [name])))
+            result = asyncio.run(run_sync(config, name, Forked.for_sync(config, name)))
         except PkgdepotError as e:
             print(f"pkgdepot: {name}: sync failed, nothing published: {e}", file=sys.stderr)
             failed += 1

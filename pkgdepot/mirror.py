@@ -1001,7 +1001,12 @@ class Forked:
         self._stdout, stdout_w = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (stdin_r, self._stdin, self._stdout, stdout_w):
+                os.close(fd)
+            raise
         if pid == 0:  # the helper: never returns into the caller's code
             try:
                 os.close(self._stdin)
@@ -1017,19 +1022,21 @@ class Forked:
         self._used = False
 
     @classmethod
-    def for_sync(cls, config: Config, names: Iterable[str]) -> Forked | None:
-        """A forked helper, if one of these mirrors may use a second
-        process, and forking is safe (this process has no other thread)."""
+    def for_sync(cls, config: Config, name: str) -> Forked | None:
+        """A forked helper for a sync of the mirror `name`, if it may use a
+        second process and forking is safe (this process has no other thread)."""
         import threading
 
-        if len(os.sched_getaffinity(0)) < 2 or threading.active_count() > 1:
+        repo = config.repos.get(name)
+        if repo is None or repo.mirror is None or repo.mirror.processes == 1 \
+                or repo.mirror.concurrency < 2 or len(os.sched_getaffinity(0)) < 2 \
+                or threading.active_count() > 1:
             return None
-        for name in names:
-            repo = config.repos.get(name)
-            if repo is not None and repo.mirror is not None \
-                    and repo.mirror.processes != 1 and repo.mirror.concurrency >= 2:
-                return cls()
-        return None
+        try:
+            return cls()
+        except OSError as e:  # out of processes or memory: the sync starts one later
+            log.warning("%s: no download helper forked: %s", name, e)
+            return None
 
     async def child(self) -> _Child | None:
         """The helper as a process `_Helper` can talk to (once)."""
