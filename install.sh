@@ -26,4 +26,8 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
 fi
 [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".$EXTRA"
+# editable, as a plain path entry ("compat"): the checkout is what runs, and
+# no import hook is loaded at every start (setuptools' default editable
+# finder costs each `pkgdepot` command 13 ms)
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".$EXTRA" \
+    --config-settings editable_mode=compat
