@@ -55,9 +55,6 @@ Configuration keys (TOML, --config FILE):
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from pkgdepot.tls import import_aiohttp
-
-    import_aiohttp()  # before pkgdepot.logs imports it
     from pkgdepot.logs import use_log_format
     from pkgdepot.proxy.server import serve
 
@@ -219,12 +216,16 @@ def _mirror_sync(args: argparse.Namespace) -> int:
 
     failed = 0
     for name in names:
+        forked = Forked.for_sync(config, name)
         try:
-            result = asyncio.run(run_sync(config, name, Forked.for_sync(config, name)))
+            result = asyncio.run(run_sync(config, name, forked))
         except PkgdepotError as e:
             print(f"pkgdepot: {name}: sync failed, nothing published: {e}", file=sys.stderr)
             failed += 1
             continue
+        finally:
+            if forked is not None:  # unused, or used up: it ends, and is reaped
+                forked.discard()
         print(result.summary())
     return 1 if failed else 0
 

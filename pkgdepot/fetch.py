@@ -246,9 +246,8 @@ class Fetcher:
         self._tls_context: ssl.SSLContext | None = None
 
     async def _tls(self) -> ssl.SSLContext:
-        """The context of https requests: the system's CA certificates (or
-        SSL_CERT_FILE / SSL_CERT_DIR), host names checked. Loading the CA
-        file is blocking I/O: done in a thread, once."""
+        """The context of https requests (`client_context`), made in a
+        thread the first time: loading the CA file is blocking I/O."""
         if self._tls_context is None:
             self._tls_context = await asyncio.to_thread(client_context)
         return self._tls_context

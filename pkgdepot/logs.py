@@ -18,11 +18,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pkgdepot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 FLUSH_AFTER = 1.0
 FLUSH_LINES = 512

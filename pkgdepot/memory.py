@@ -8,8 +8,8 @@ to the system once the burst is over, as `malloc_trim(3)` does.
 from __future__ import annotations
 
 import ctypes
-import functools
-from typing import Any
+
+from pkgdepot import libc
 
 
 class _MallInfo2(ctypes.Structure):
@@ -18,17 +18,9 @@ class _MallInfo2(ctypes.Structure):
         "fordblks", "keepcost")]
 
 
-@functools.cache
-def _libc_function(name: str) -> Any:
-    try:
-        return getattr(ctypes.CDLL(None), name)
-    except (AttributeError, OSError):  # not glibc
-        return None
-
-
 def malloc_info() -> dict[str, int]:
     """The allocator's view: bytes in use, and bytes freed but kept."""
-    fn = _libc_function("mallinfo2")
+    fn = libc.function("mallinfo2")
     if fn is None:
         return {}
     fn.restype = _MallInfo2
@@ -39,7 +31,7 @@ def malloc_info() -> dict[str, int]:
 def release_free_memory() -> bool:
     """Blocking (milliseconds): hand freed heap pages back to the system.
     True if some memory was released."""
-    fn = _libc_function("malloc_trim")
+    fn = libc.function("malloc_trim")
     if fn is None:
         return False
     fn.argtypes = [ctypes.c_size_t]

@@ -322,8 +322,6 @@ class Mirror:
             if self._early_helper is not None:  # started, then not needed
                 await _Helper.stop(self._early_helper)
                 self._early_helper = None
-            if self._forked is not None:
-                self._forked.discard()
 
     async def _sync(self) -> SyncResult:
         t0 = time.monotonic()
@@ -1327,22 +1325,18 @@ async def _helper_main(config: Config, name: str, concurrency: int, parent: int)
 
 
 async def run_sync(config: Config, name: str, forked: Forked | None = None) -> SyncResult:
+    """Sync the mirror `name`; `forked`: a helper the caller forked for it
+    (and discards afterwards)."""
+    repo = config.repos.get(name)
+    if repo is None:
+        known = ", ".join(sorted(r.name for r in config.repos.values() if r.mirror)) or "none"
+        raise SyncError(f"no repository named {name!r} in the configuration (mirrors: {known})")
+    store = FsStore(config.data_dir).open(recover=False)
+    fetcher = Fetcher(config)
+    await fetcher.start()
     try:
-        repo = config.repos.get(name)
-        if repo is None:
-            known = ", ".join(sorted(r.name for r in config.repos.values() if r.mirror)) \
-                or "none"
-            raise SyncError(f"no repository named {name!r} in the configuration "
-                            f"(mirrors: {known})")
-        store = FsStore(config.data_dir).open(recover=False)
-        fetcher = Fetcher(config)
-        await fetcher.start()
-        try:
-            snapshots = await Snapshots(store).open()
-            return await Mirror(config, repo, store, snapshots, fetcher, forked).sync()
-        finally:
-            await fetcher.close()
-            await store.close()
+        snapshots = await Snapshots(store).open()
+        return await Mirror(config, repo, store, snapshots, fetcher, forked).sync()
     finally:
-        if forked is not None:
-            forked.discard()
+        await fetcher.close()
+        await store.close()

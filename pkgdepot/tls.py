@@ -25,7 +25,7 @@ def import_aiohttp() -> None:
     its own context (`client_context`, made when the first one is sent).
     So while aiohttp is imported, OpenSSL is told that the CA file is empty;
     the environment is put back at once. Called before anything imports
-    aiohttp: by `pkgdepot.fetch`, `pkgdepot.proxy` and `pkgdepot serve`."""
+    aiohttp: by `pkgdepot.fetch` and `pkgdepot.proxy`."""
     if "aiohttp" in sys.modules:
         return
     saved = os.environ.get("SSL_CERT_FILE")

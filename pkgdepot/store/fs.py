@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from pkgdepot import libc
 from pkgdepot.errors import StoreError
 from pkgdepot.formats import Digest, Vouch
 from pkgdepot.store import Entry
@@ -130,9 +131,8 @@ def _syncfs(path: Path) -> None:
     library lacks it)."""
     import ctypes
 
-    try:
-        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-    except (AttributeError, OSError):
+    syncfs = libc.function("syncfs")
+    if syncfs is None:
         os.sync()
         return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
