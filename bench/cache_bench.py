@@ -36,7 +36,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -76,6 +76,22 @@ class BenchError(Exception):
 # --------------------------------------------------------------------------- processes
 
 
+def wait_reading_stdin(pids: Sequence[int], timeout: float) -> bool:
+    """Wait until each process blocks reading a pipe (its stdin; the kernel's
+    wait channel says so). False if some did not within `timeout`."""
+    deadline = time.monotonic() + timeout
+    left = list(pids)
+    while left and time.monotonic() < deadline:
+        try:
+            left = [p for p in left
+                    if not Path(f"/proc/{p}/wchan").read_text().endswith("pipe_read")]
+        except OSError:
+            return False  # exited already: its output says why
+        if left:
+            time.sleep(0.005)
+    return not left
+
+
 def child_env() -> dict[str, str]:
     """The environment for every child: no proxy settings, C locale."""
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
@@ -99,6 +115,15 @@ def group_members(pgid: int) -> list[int]:
     return [pid for pid, fields in proc_stats() if int(fields[2]) == pgid]
 
 
+class UpstreamHit(NamedTuple):
+    """A line of the origin's log of the caches' fetches."""
+
+    uri: str
+    status: int
+    bytes: int
+    seconds: float  # nginx's $request_time
+
+
 class Proc:
     """A child in its own session and process group.
 
@@ -114,6 +139,7 @@ class Proc:
         log_path: Path,
         ns: str | None = None,
         stdout: int | None = None,
+        stdin: int | None = None,
     ) -> None:
         self.name = name
         full = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
@@ -122,7 +148,7 @@ class Proc:
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             full,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
             stdout=stdout if stdout is not None else self._log,
             stderr=self._log,
             start_new_session=True,
@@ -204,10 +230,12 @@ class ProcessManager:
         self._n = 0
 
     def spawn(
-        self, name: str, argv: Sequence[str], ns: str | None = None, stdout: int | None = None
+        self, name: str, argv: Sequence[str], ns: str | None = None, stdout: int | None = None,
+        stdin: int | None = None,
     ) -> Proc:
         self._n += 1
-        p = Proc(name, argv, self.logdir / f"{self._n:03d}-{name}.log", ns=ns, stdout=stdout)
+        p = Proc(name, argv, self.logdir / f"{self._n:03d}-{name}.log", ns=ns, stdout=stdout,
+                 stdin=stdin)
         self.procs.append(p)
         return p
 
@@ -841,7 +869,7 @@ class Bench:
     def upstream_log(self, ns: str | None) -> Path:
         return self.origin_dir(ns) / "upstream.log"
 
-    def upstream_entries(self, ns: str | None) -> list[tuple[str, int, int]]:
+    def upstream_entries(self, ns: str | None) -> list[UpstreamHit]:
         try:
             lines = self.upstream_log(ns).read_text().splitlines()
         except FileNotFoundError:
@@ -849,11 +877,11 @@ class Bench:
         out = []
         for line in lines:
             parts = line.split()
-            if len(parts) >= 3:
-                out.append((parts[0], int(parts[1]), int(parts[2])))
+            if len(parts) >= 4:
+                out.append(UpstreamHit(parts[0], int(parts[1]), int(parts[2]), float(parts[3])))
         return out
 
-    def settled_upstream(self, ns: str | None) -> list[tuple[str, int, int]]:
+    def settled_upstream(self, ns: str | None) -> list[UpstreamHit]:
         """Upstream log entries once no new line has appeared for 0.5 s."""
         prev = -1
         entries = self.upstream_entries(ns)
@@ -1101,14 +1129,28 @@ class Bench:
         return out
 
     def curl_fetch(self, port: int, path: str, clients: int) -> dict[str, Any]:
-        """`clients` curl processes GET the same URL at once; time until the last is done."""
+        """`clients` curl processes GET the same URL at once; `seconds` is when
+        the last was done, by curl's own clock (time_total).
+
+        The clients are started first and wait for their URL on stdin (curl
+        -K -), then are released at once: started one after another on the
+        clock, 16 curl processes added about 50 ms (3 ms each) to the
+        stampede, against one start for the plain fetch; and the wall time
+        of this script collecting and reaping 16 processes added 5-20 ms more."""
         url = f"http://127.0.0.1:{port}{path}"
         argv = [
             "curl", "-s", "-o", "/dev/null", "--noproxy", "*", "--max-time", "300",
-            "-w", "%{http_code} %{size_download} %{time_total}\n", url,
+            "-w", "%{http_code} %{size_download} %{time_total}\n", "-K", "-",
         ]
+        procs = [self.pm.spawn(f"curl{i}", argv, stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+                 for i in range(clients)]
+        ready = wait_reading_stdin([p.pid for p in procs], 10.0)
         t0 = time.monotonic()
-        procs = [self.pm.spawn(f"curl{i}", argv, stdout=subprocess.PIPE) for i in range(clients)]
+        for p in procs:
+            assert p.popen.stdin is not None
+            p.popen.stdin.write(f'url = "{url}"\n'.encode())
+            p.popen.stdin.close()
+            p.popen.stdin = None
         outs = []
         try:
             for p in procs:
@@ -1116,25 +1158,28 @@ class Bench:
                 outs.append(out.decode().split())
                 p.stopped = True
                 p._log.close()
+            wall = time.monotonic() - t0
         finally:
             for p in procs:
                 self.pm.stop(p)
-        elapsed = time.monotonic() - t0
         bad = [o for o in outs if len(o) != 3 or o[0] != "200" or int(o[1]) != BIG_SIZE]
         if bad:
             raise BenchError(f"{len(bad)} of {clients} downloads of {path} failed: {bad[:3]}")
-        return {"seconds": elapsed, "client_seconds_max": max(float(o[2]) for o in outs)}
+        return {"seconds": max(float(o[2]) for o in outs), "wall_seconds": wall,
+                "clients_ready_before_start": ready}
 
-    def plain_fetch(self) -> float:
-        """One curl GET of the 100 MB file straight from the (rate-limited)
-        upstream that the caches use: best of 3.
+    def plain_fetch(self) -> list[float]:
+        """Three curl GETs of the 100 MB file straight from the (rate-limited)
+        upstream that the caches use, in seconds, sorted.
 
         Measured right before each stampede, so that both see the same
-        machine (other load varies a lot over a run)."""
-        times: list[float] = [
+        machine (other load varies a lot over a run). The stampede is compared
+        with their median: nginx's limit_rate counts whole seconds of the
+        clock, so one rate-limited transfer of the file takes 0.95-1.01 s
+        depending on when it starts; the best of three is a lucky one."""
+        return sorted(
             self.curl_fetch(self.up_port, "/" + self.pool.big, 1)["seconds"] for _ in range(3)
-        ]
-        return min(times)
+        )
 
     # -- per target
 
@@ -1241,16 +1286,15 @@ class Bench:
 
     def stampede(self, r: Running, res: dict[str, Any]) -> None:
         m, det = res["metrics"], res["details"]
-        plain = self.plain_fetch()
-        self.meta.setdefault("plain_fetch_100m_s", {})[r.name] = plain
+        plains = self.plain_fetch()
+        plain = statistics.median(plains)
+        self.meta.setdefault("plain_fetch_100m_s", {})[r.name] = plains
         before = self.settled_upstream(None)
         out = self.curl_fetch(r.port, r.path(self.pool.big), STAMPEDE_CLIENTS)
         after = self.settled_upstream(None)
         big = "/" + self.pool.big
-        new = after[len(before):]
-        up_bytes = sum(b for uri, _, b in new if uri == big)
-        up_reqs = sum(1 for uri, _, _ in new if uri == big)
-        d: dict[str, Any] = {**out, "plain_fetch_s": plain}
+        new = [h for h in after[len(before):] if h.uri == big]
+        d: dict[str, Any] = {**out, "plain_fetch_s": plain, "plain_fetches_s": plains}
         m["stampede_time_x_plain"] = out["seconds"] / plain
         m["stampede_s"] = out["seconds"]
         if r.name == BASELINE:
@@ -1258,15 +1302,23 @@ class Bench:
             m["stampede_upstream_x"] = float(STAMPEDE_CLIENTS)
         else:
             d.update({
-                "upstream_bytes": up_bytes,
-                "upstream_requests": up_reqs,
-                "upstream_status_bytes": [[st, b] for uri, st, b in new if uri == big],
+                "upstream_bytes": sum(h.bytes for h in new),
+                "upstream_requests": len(new),
+                "upstream_status_bytes": [[h.status, h.bytes] for h in new],
+                "upstream_seconds": [h.seconds for h in new],
             })
-            m["stampede_upstream_x"] = up_bytes / BIG_SIZE
+            m["stampede_upstream_x"] = d["upstream_bytes"] / BIG_SIZE
+            if len(new) == 1:
+                # what the cache itself adds: the last client done after the
+                # one upstream transfer (which varies like a plain fetch)
+                d["after_upstream_s"] = out["seconds"] - new[0].seconds
+                m["stampede_after_upstream_ms"] = d["after_upstream_s"] * 1000
         det["stampede"] = d
         log(f"{r.name}: {STAMPEDE_CLIENTS} clients on a cold 100 MB file: "
             f"{out['seconds']:.2f}s ({m['stampede_time_x_plain']:.1f}x a plain fetch), "
-            f"origin sent {m['stampede_upstream_x']:.2f}x the file")
+            f"origin sent {m['stampede_upstream_x']:.2f}x the file"
+            + (f", last client done {d['after_upstream_s'] * 1000:.0f} ms after it"
+               if "after_upstream_s" in d else ""))
 
     @staticmethod
     def note_errors(res: dict[str, Any], key: str, w: dict[str, Any]) -> None:
@@ -1334,6 +1386,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("stampede_upstream_x", "16 cold clients, 100 MB: origin bytes (x file)", "lower"),
     ("stampede_time_x_plain", "16 cold clients, 100 MB: last done (x plain fetch)", "lower"),
     ("stampede_s", "16 cold clients, 100 MB: last done (s)", "lower"),
+    ("stampede_after_upstream_ms",
+     "16 cold clients, 100 MB: last done after its upstream transfer (ms)", "lower"),
     ("cold_500_s", "500 cold 4 KB misses, 16 clients (s)", "lower"),
     ("rss_64conn_mb", "RSS during 64-conn 4 KB test (MB)", "lower"),
     ("rss_idle_mb", "RSS idle, warm (MB)", "lower"),
@@ -1344,7 +1398,7 @@ ROWS: list[tuple[str, str, str]] = [
 # Metrics that are already ratios (to the file size, to a plain fetch), or counts.
 NO_RATIO = {
     "stampede_upstream_x", "stampede_time_x_plain", "idle_conns_open_after_hold",
-    "other_cpu_pct_max",
+    "other_cpu_pct_max", "stampede_after_upstream_ms",
 }
 
 
@@ -1400,10 +1454,10 @@ def markdown(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     lines.append("")
     lines.append("(x) = ratio to nginx-direct.")
     if "plain_fetch_100m_s" in meta:
-        ms = [v * 1000 for v in meta["plain_fetch_100m_s"].values()]
+        ms = [v * 1000 for vs in meta["plain_fetch_100m_s"].values() for v in vs]
         lines[-1] += (" The '16 cold clients' rows in (x file) and (x plain fetch) are "
                       "already ratios: to the file size and to one plain fetch of it from "
-                      "the origin, measured just before (best of 3: "
+                      "the origin, measured just before (median of 3; all took "
                       f"{min(ms):.0f}-{max(ms):.0f} ms).")
     for n in names:
         res = results[n]
