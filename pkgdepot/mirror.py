@@ -33,9 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
-
-from debian import deb822
+from typing import TYPE_CHECKING, Protocol
 
 from pkgdepot import openpgp
 from pkgdepot.config import Config, MirrorConfig, RepoConfig
@@ -57,6 +55,9 @@ from pkgdepot.snapshots import FileRef, Snapshot, Snapshots
 from pkgdepot.solve import closure
 from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore, is_blob
+
+if TYPE_CHECKING:
+    from debian import deb822
 
 log = logging.getLogger(__name__)
 #: Which compression of an index a sync fetches, best first.
@@ -331,21 +332,30 @@ class Mirror:
         latest = await self.snapshots.latest(self.repo.name)
         published = (await self.snapshots.manifest(self.repo.name, latest.id)
                      if latest is not None else {})
-        if self.mirror.format == "apt":
-            manifest, packages = await self._apt(published)
-        else:
-            manifest, packages = await self._rpm(published)
+        # what the store has of this mirror, read while the indices are fetched
+        known = asyncio.create_task(self.store.entries_with_prefix(self._prefix))
+        try:
+            if self.mirror.format == "apt":
+                manifest, packages = await self._apt(published)
+            else:
+                manifest, packages = await self._rpm(published)
+        except BaseException:
+            known.cancel()
+            await asyncio.gather(known, return_exceptions=True)
+            raise
         if manifest is None:
+            known.cancel()
+            await asyncio.gather(known, return_exceptions=True)
             self.result.unchanged = True
             self.result.snapshot = latest
             self.result.seconds = time.monotonic() - t0
             return self.result
         if self.mirror.rewrites:
             packages = await asyncio.to_thread(self._select, packages, manifest)
-            await self._packages(packages)
+            await self._packages(packages, await known)
             manifest = await self._rewrite(manifest, packages)
         else:
-            await self._packages(packages)
+            await self._packages(packages, await known)
         changes: dict[str, FileRef | None] = dict(manifest)
         for path in published.keys() - manifest.keys():
             changes[path] = None
@@ -454,13 +464,10 @@ class Mirror:
             src = next((path + c for c in PREFERRED if path + c in refs), None)
             if src is None:
                 continue
-            plain = self._plain_copy(refs[src][0], src)
-            h = hashlib.new(digest.algo)
             sha = hashlib.sha256()
-            with open(plain, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-                    sha.update(chunk)
+            h = sha if digest.algo == "sha256" else hashlib.new(digest.algo)
+            plain = decompress_to(self.store.blob_path(refs[src][0]), src, self.store.tmp,
+                                  (sha,) if h is sha else (sha, h))
             if plain.stat().st_size != size or h.hexdigest() != digest.hexdigest:
                 log.warning("%s: decompressed %s does not match the Release; not served",
                             self.repo.name, src)
@@ -819,10 +826,16 @@ class Mirror:
                 self._processes(index_bytes // STANZA_BYTES) == 2:
             self._early_helper = await _Helper.spawn(self.repo.name)
 
-    async def _packages(self, packages: list[Package]) -> None:
+    @property
+    def _prefix(self) -> str:
+        """The catalog keys of this mirror's packages start with this."""
+        return f"repo/{self.repo.name}/"
+
+    async def _packages(self, packages: list[Package], known: dict[str, Entry]) -> None:
+        """Download what `packages` lists and the store lacks (`known`: the
+        catalog's entries under `_prefix`)."""
         self.result.packages_total = len(packages)
-        prefix = f"repo/{self.repo.name}/"
-        known = await self.store.entries_with_prefix(prefix)
+        prefix = self._prefix
         todo: list[Want] = []
         existing: list[Entry] = []
         now = time.time()

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -216,13 +216,27 @@ def split_compression(name: str) -> tuple[str, str]:
     return name, ""
 
 
-def decompress_to(content: Path, name: str, directory: Path) -> Path:
+class Hash(Protocol):
+    """What `decompress_to` feeds: a hashlib object."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
+def decompress_to(content: Path, name: str, directory: Path,
+                  hashes: Sequence[Hash] = ()) -> Path:
     """Decompress `content` (compressed as `name` says, bounded) into a new
-    temporary file in `directory`; the caller removes it."""
+    temporary file in `directory`; the caller removes it. The `hashes`
+    (hashlib objects) are fed the decompressed bytes on the way."""
     fd, tmp = tempfile.mkstemp(prefix=".idx-", dir=directory)
     try:
         with open_index(content, name) as src, os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+            if not hashes:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            else:
+                while chunk := src.read(1 << 20):
+                    for h in hashes:
+                        h.update(chunk)
+                    dst.write(chunk)
     except BaseException:
         os.unlink(tmp)
         raise

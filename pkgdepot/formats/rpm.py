@@ -11,8 +11,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from defusedxml import ElementTree as SafeET
-
 from pkgdepot.errors import FormatError
 from pkgdepot.formats import (
     Digest,
@@ -119,6 +117,8 @@ def _digest(el: object) -> Digest | None:
 
 def parse_repomd(content: Path) -> list[tuple[str, str, int | None, Digest]]:
     """(type, href, size, digest) for each <data> of repomd.xml."""
+    from defusedxml import ElementTree as SafeET  # loaded when XML is read (5 ms)
+
     try:
         root = SafeET.parse(str(content)).getroot()
     except Exception as e:  # defusedxml raises on entities, ET on garbage
@@ -160,6 +160,8 @@ def primary_vouches(root: str, content: Path, name: str) -> Iterator[Vouch]:
 
 
 def primary_packages(content: Path, name: str) -> Iterator[Package]:
+    from defusedxml import ElementTree as SafeET
+
     with open_index(content, name) as f:
         try:
             for _ev, el in SafeET.iterparse(f, events=("end",)):
