@@ -51,7 +51,7 @@ from pkgdepot.formats.apt import BY_HASH_DIR, AptBackend, parse_release, release
 from pkgdepot.formats.rpm import RpmBackend, parse_repomd
 from pkgdepot.progress import Progress
 from pkgdepot.signing import SigningKey
-from pkgdepot.snapshots import FileRef, Snapshot, Snapshots
+from pkgdepot.snapshots import FileRef, Snapshot, Snapshots, published
 from pkgdepot.solve import closure
 from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore, is_blob
@@ -1034,14 +1034,16 @@ class Forked:
 
     @classmethod
     def for_sync(cls, config: Config, name: str) -> Forked | None:
-        """A forked helper for a sync of the mirror `name`, if it may use a
-        second process and forking is safe (this process has no other thread)."""
+        """A forked helper for the first sync of the mirror `name`, if it may
+        use a second process and forking is safe (this process has no other
+        thread). Later syncs fetch what changed, rarely enough files for a
+        second process (one then starts by exec): forking costs them 20 ms."""
         import threading
 
         repo = config.repos.get(name)
         if repo is None or repo.mirror is None or repo.mirror.processes == 1 \
                 or repo.mirror.concurrency < 2 or len(os.sched_getaffinity(0)) < 2 \
-                or threading.active_count() > 1:
+                or threading.active_count() > 1 or published(FsStore(config.data_dir), name):
             return None
         try:
             return cls()

@@ -16,6 +16,7 @@ reachable by time and the tagged one by its tag.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import time
@@ -299,6 +300,21 @@ class Snapshots:
             return removed
 
         return await self.store.run_db(run)
+
+
+def published(store: FsStore, repo: str) -> bool:
+    """Whether `repo` has a snapshot, read straight from the store's catalog
+    file, which need not be open (for a decision made before a sync starts).
+    False when there is no catalog yet or it cannot be read."""
+    if not store.catalog.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(store.catalog.as_uri() + "?mode=ro",
+                                                uri=True)) as db:
+            return db.execute("SELECT 1 FROM snapshots WHERE repo=? LIMIT 1",
+                              (repo,)).fetchone() is not None
+    except sqlite3.Error:
+        return False
 
 
 def _latest(db: sqlite3.Connection, repo: str) -> Snapshot | None:
