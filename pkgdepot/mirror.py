@@ -51,7 +51,7 @@ from pkgdepot.formats.apt import BY_HASH_DIR, AptBackend, parse_release, release
 from pkgdepot.formats.rpm import RpmBackend, parse_repomd
 from pkgdepot.progress import Progress
 from pkgdepot.signing import SigningKey
-from pkgdepot.snapshots import FileRef, Snapshot, Snapshots, published
+from pkgdepot.snapshots import FileRef, Snapshot, Snapshots, has_snapshot
 from pkgdepot.solve import closure
 from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore, is_blob
@@ -1043,7 +1043,7 @@ class Forked:
         repo = config.repos.get(name)
         if repo is None or repo.mirror is None or repo.mirror.processes == 1 \
                 or repo.mirror.concurrency < 2 or len(os.sched_getaffinity(0)) < 2 \
-                or threading.active_count() > 1 or published(FsStore(config.data_dir), name):
+                or threading.active_count() > 1 or has_snapshot(FsStore(config.data_dir), name):
             return None
         try:
             return cls()

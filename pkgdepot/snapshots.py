@@ -302,7 +302,7 @@ class Snapshots:
         return await self.store.run_db(run)
 
 
-def published(store: FsStore, repo: str) -> bool:
+def has_snapshot(store: FsStore, repo: str) -> bool:
     """Whether `repo` has a snapshot, read straight from the store's catalog
     file, which need not be open (for a decision made before a sync starts).
     False when there is no catalog yet or it cannot be read."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pkgdepot.errors import BadRequest, NotFound
-from pkgdepot.snapshots import Snapshots, published, stamp
+from pkgdepot.snapshots import Snapshots, has_snapshot, stamp
 from pkgdepot.store.fs import FsStore
 
 T0 = 1_780_000_000
@@ -56,20 +56,20 @@ def test_resolution_and_same_second(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
-def test_published_reads_the_catalog_file(tmp_path: Path) -> None:
+def test_has_snapshot_reads_the_catalog_file(tmp_path: Path) -> None:
     """What decides whether a sync forks a helper: read from the catalog file
     alone, and False (a fork, as before) when it cannot be read."""
     store = FsStore(tmp_path / "d")
-    assert published(store, "r") is False  # no data directory yet
+    assert has_snapshot(store, "r") is False  # no data directory yet
 
     async def body(s: Snapshots) -> None:
-        assert published(store, "r") is False  # a catalog, no snapshot of r
+        assert has_snapshot(store, "r") is False  # a catalog, no snapshot of r
         await s.record("r", {"InRelease": ("a" * 64, 1)}, "mirror", when=T0)
 
     run(tmp_path, body)
-    assert published(store, "r") is True
-    assert published(store, "other") is False
+    assert has_snapshot(store, "r") is True
+    assert has_snapshot(store, "other") is False
     store.catalog.write_bytes(b"not a database")
     for name in ("catalog.sqlite-wal", "catalog.sqlite-shm"):
         (store.root / name).unlink(missing_ok=True)
-    assert published(store, "r") is False
+    assert has_snapshot(store, "r") is False
