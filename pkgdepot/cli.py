@@ -82,7 +82,7 @@ def _config(args: argparse.Namespace) -> Config:
         host, port = parse_listen("--listen", args.listen)
         config = dataclasses.replace(config, listen_host=host, listen_port=port)
     if getattr(args, "data_dir", None):
-        config = dataclasses.replace(config, data_dir=Path(args.data_dir))
+        config = dataclasses.replace(config, data_dir=Path(args.data_dir).absolute())
     for key in ("access_log", "log_format"):  # serve's --access-log and --log-format
         if getattr(args, key, None) is not None:
             config = dataclasses.replace(config, **{key: getattr(args, key)})

@@ -61,8 +61,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "listen", "listen", f"0.0.0.0:{DEFAULT_PORT}",
             "Address and port to listen on, HOST:PORT ([::]:PORT for IPv6)."),
     Setting("server", "data_dir", "str", "",
-            "Where blobs and the catalog live. Default: /var/cache/pkgdepot as root, "
-            "else ~/.cache/pkgdepot."),
+            "Where blobs and the catalog live (a relative path is taken from the current "
+            "directory). Default: /var/cache/pkgdepot as root, else ~/.cache/pkgdepot."),
     Setting("server", "workers", "int", 0,
             "Processes serving clients on the one port (SO_REUSEPORT). One of them fetches "
             "from upstream for all (single flight holds across them); the others serve hits "
@@ -413,8 +413,8 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
         if s.kind == "list[str]":
             value = tuple(value)  # type: ignore[arg-type]
         if s.key == "data_dir":
-            if value:
-                kwargs["data_dir"] = Path(str(value))
+            if value:  # absolute: subprocesses (gpgv) run elsewhere
+                kwargs["data_dir"] = Path(str(value)).expanduser().absolute()
             continue
         kwargs[s.key] = value
     if kwargs["workers"] == 0:

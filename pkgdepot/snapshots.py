@@ -309,7 +309,8 @@ def has_snapshot(store: FsStore, repo: str) -> bool:
     if not store.catalog.exists():
         return False
     try:
-        with contextlib.closing(sqlite3.connect(store.catalog.as_uri() + "?mode=ro",
+        # read-only, by URI (the path absolute, as a file: URI needs)
+        with contextlib.closing(sqlite3.connect(store.catalog.absolute().as_uri() + "?mode=ro",
                                                 uri=True)) as db:
             return db.execute("SELECT 1 FROM snapshots WHERE repo=? LIMIT 1",
                               (repo,)).fetchone() is not None

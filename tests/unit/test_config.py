@@ -75,3 +75,13 @@ def test_readme_lists_every_key() -> None:
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert keys_help() in readme, "regenerate the README's key list: pkgdepot config-keys"
+
+
+def test_a_relative_data_dir_is_made_absolute(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Taken from the current directory once, at load: gpgv and other
+    subprocesses run in directories of their own."""
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[server]\ndata_dir = "rel/data"\n')
+    monkeypatch.chdir(tmp_path)
+    assert load(cfg).data_dir == tmp_path / "rel" / "data"

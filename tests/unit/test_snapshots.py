@@ -56,7 +56,8 @@ def test_resolution_and_same_second(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
-def test_has_snapshot_reads_the_catalog_file(tmp_path: Path) -> None:
+def test_has_snapshot_reads_the_catalog_file(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """What decides whether a sync forks a helper: read from the catalog file
     alone, and False (a fork, as before) when it cannot be read."""
     store = FsStore(tmp_path / "d")
@@ -69,6 +70,8 @@ def test_has_snapshot_reads_the_catalog_file(tmp_path: Path) -> None:
     run(tmp_path, body)
     assert has_snapshot(store, "r") is True
     assert has_snapshot(store, "other") is False
+    monkeypatch.chdir(tmp_path)  # `--data-dir d`: a relative data directory
+    assert has_snapshot(FsStore(Path("d")), "r") is True
     store.catalog.write_bytes(b"not a database")
     for name in ("catalog.sqlite-wal", "catalog.sqlite-shm"):
         (store.root / name).unlink(missing_ok=True)
