@@ -323,7 +323,8 @@ def _parse_repo(name: str, table: object) -> RepoConfig:
     upstreams = tuple(_check_url(f"{prefix}.upstreams", u) for u in ups)
     keyring = None
     if "keyring" in table:
-        keyring = Path(_as_str(f"{prefix}.keyring", table["keyring"]))
+        # absolute: gpgv runs in a directory of its own
+        keyring = Path(_as_str(f"{prefix}.keyring", table["keyring"])).expanduser().absolute()
         if not keyring.is_file():
             raise ConfigError(f"{prefix}.keyring: {keyring} is not a readable file")
     mirror = _parse_mirror(f"{prefix}.mirror", table["mirror"]) if "mirror" in table else None

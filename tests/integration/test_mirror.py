@@ -66,24 +66,29 @@ def apt(tmp_path: Path, name: str, line: str) -> AptClient:
     return c
 
 
-def test_a_relative_data_dir(upstream: Upstream, gpg_key: GpgKey,
-                             depot: DepotProcess) -> None:
-    """`--data-dir NAME` taken from the current directory: the signature
-    check (gpgv runs in a directory of its own, and was handed a relative
-    keyring path: "No public key") and the second sync, which looks into the
-    catalog before it starts, both work."""
+def test_relative_paths(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey) -> None:
+    """`--data-dir NAME` and a binary keyring given by a relative path in the
+    config, both taken from the current directory: the signature check (gpgv
+    runs in a directory of its own, and was handed relative keyring paths:
+    "No public key") and the second sync, which looks into the catalog
+    before it starts, both work."""
     build_apt_repo(upstream.root / "debian", gpg_key, DEBS)
+    work = tmp_path / "work"
+    work.mkdir()
+    keyring = os.path.relpath(gpg_key.public_keyring, work)
+    (work / "p.toml").write_text(config(upstream, Path(keyring)))
     outs = []
     for _ in range(2):
         proc = subprocess.run(
             [sys.executable, "-m", "pkgdepot", "mirror", "sync", "deb",
-             "--data-dir", depot.data_dir.name, "--config", str(depot.config_path)],
-            capture_output=True, text=True, cwd=depot.data_dir.parent, timeout=300)
+             "--data-dir", "data", "--config", "p.toml"],
+            capture_output=True, text=True, cwd=work, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         outs.append(proc.stdout)
     assert "published snapshot" in outs[0] and "13 packages" in outs[0]
     assert "upstream unchanged, nothing to do" in outs[1], outs[1]
     assert upstream.count(suffix(".deb")) == 13
+    assert (work / "data" / "catalog.sqlite").is_file()
 
 
 def test_apt_mirror_serves_with_upstream_down_and_keeps_old_state(
