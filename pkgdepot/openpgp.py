@@ -59,14 +59,16 @@ def binary_keyring(keyring: Path, cache_dir: Path) -> Path:
 
 def _run_gpgv(keyring: Path, args: list[str], what: str) -> str:
     """gpgv's status lines for a good signature; VerificationError for a bad
-    one, and for a check that could not run (nothing unchecked passes)."""
+    one, and for a check that could not run (nothing unchecked passes).
+    Paths are given to gpgv absolute: it runs in its own home directory."""
     try:
         home_dir = tempfile.TemporaryDirectory(prefix="pkgdepot-gpgv-")
     except OSError as e:
         raise VerificationError(f"cannot check {what}: no temporary directory for gpgv "
                                 f"({e})", hint="check free space and TMPDIR") from e
     with home_dir as home:
-        cmd = [GPGV, "--homedir", home, "--keyring", str(keyring), "--status-fd", "1", *args]
+        cmd = [GPGV, "--homedir", home, "--keyring", str(keyring.absolute()), "--status-fd", "1",
+               *args]
         try:
             proc = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT, cwd=home,
                                   stdin=subprocess.DEVNULL)
@@ -91,9 +93,9 @@ def _run_gpgv(keyring: Path, args: list[str], what: str) -> str:
 
 def verify_inline(keyring: Path, signed: Path, out: Path) -> None:
     """Check an inline-signed file (InRelease); write the signed text to `out`."""
-    _run_gpgv(keyring, ["--output", str(out), str(signed)], signed.name)
+    _run_gpgv(keyring, ["--output", str(out.absolute()), str(signed.absolute())], signed.name)
 
 
 def verify_detached(keyring: Path, signature: Path, data: Path) -> None:
     """Check a detached signature (Release.gpg, repomd.xml.asc) of `data`."""
-    _run_gpgv(keyring, [str(signature), str(data)], data.name)
+    _run_gpgv(keyring, [str(signature.absolute()), str(data.absolute())], data.name)
