@@ -1175,7 +1175,7 @@ class Bench:
         Measured right before each stampede, so that both see the same
         machine (other load varies a lot over a run). The stampede is compared
         with their median: nginx's limit_rate counts whole seconds of the
-        clock, so one rate-limited transfer of the file takes 0.95-1.01 s
+        clock, so one rate-limited transfer of the file takes 0.95-1.05 s
         depending on when it starts; the best of three is a lucky one."""
         return sorted(
             self.curl_fetch(self.up_port, "/" + self.pool.big, 1)["seconds"] for _ in range(3)
