@@ -1,5 +1,5 @@
 """Functions of the C library that Python does not wrap (glibc's
-`malloc_trim`, `mallinfo2`, `syncfs`), looked up once each."""
+`malloc_trim`, `mallinfo2`, `syncfs`, `prctl`), looked up once each."""
 
 from __future__ import annotations
 

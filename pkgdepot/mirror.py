@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -46,7 +46,15 @@ from pkgdepot.errors import (
     VerificationError,
 )
 from pkgdepot.fetch import Fetcher
-from pkgdepot.formats import Backend, Digest, Package, classify, decompress_to, split_compression
+from pkgdepot.formats import (
+    Backend,
+    Digest,
+    Hash,
+    Package,
+    classify,
+    decompress_to,
+    split_compression,
+)
 from pkgdepot.formats.apt import BY_HASH_DIR, AptBackend, parse_release, release_entries
 from pkgdepot.formats.rpm import RpmBackend, parse_repomd
 from pkgdepot.progress import Progress
@@ -339,23 +347,22 @@ class Mirror:
                 manifest, packages = await self._apt(published)
             else:
                 manifest, packages = await self._rpm(published)
-        except BaseException:
-            known.cancel()
-            await asyncio.gather(known, return_exceptions=True)
-            raise
-        if manifest is None:
-            known.cancel()
-            await asyncio.gather(known, return_exceptions=True)
-            self.result.unchanged = True
-            self.result.snapshot = latest
-            self.result.seconds = time.monotonic() - t0
-            return self.result
+            if manifest is None:
+                self.result.unchanged = True
+                self.result.snapshot = latest
+                self.result.seconds = time.monotonic() - t0
+                return self.result
+            entries = await known
+        finally:
+            if not known.done():  # unchanged, or failed: not needed
+                known.cancel()
+                await asyncio.gather(known, return_exceptions=True)
         if self.mirror.rewrites:
             packages = await asyncio.to_thread(self._select, packages, manifest)
-            await self._packages(packages, await known)
+            await self._packages(packages, entries)
             manifest = await self._rewrite(manifest, packages)
         else:
-            await self._packages(packages, await known)
+            await self._packages(packages, entries)
         changes: dict[str, FileRef | None] = dict(manifest)
         for path in published.keys() - manifest.keys():
             changes[path] = None
@@ -466,8 +473,7 @@ class Mirror:
                 continue
             sha = hashlib.sha256()
             h = sha if digest.algo == "sha256" else hashlib.new(digest.algo)
-            plain = decompress_to(self.store.blob_path(refs[src][0]), src, self.store.tmp,
-                                  (sha,) if h is sha else (sha, h))
+            plain = self._plain_copy(refs[src][0], src, (sha,) if h is sha else (sha, h))
             if plain.stat().st_size != size or h.hexdigest() != digest.hexdigest:
                 log.warning("%s: decompressed %s does not match the Release; not served",
                             self.repo.name, src)
@@ -752,9 +758,10 @@ class Mirror:
             files[stem + ".gz"] = gzip.compress(text, mtime=0)
         return files
 
-    def _plain_copy(self, sha: str, name: str) -> Path:
-        """A decompressed temporary copy of the blob `sha` (an index called `name`)."""
-        return decompress_to(self.store.blob_path(sha), name, self.store.tmp)
+    def _plain_copy(self, sha: str, name: str, hashes: Sequence[Hash] = ()) -> Path:
+        """A decompressed temporary copy of the blob `sha` (an index called
+        `name`), fed to `hashes` on the way."""
+        return decompress_to(self.store.blob_path(sha), name, self.store.tmp, hashes)
 
     def _createrepo(self, packages: list[Package], signer: SigningKey) -> dict[str, bytes]:
         """rpm-md metadata for the kept packages, written by createrepo_c from

@@ -16,7 +16,6 @@ import io
 import lzma
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -230,13 +229,10 @@ def decompress_to(content: Path, name: str, directory: Path,
     fd, tmp = tempfile.mkstemp(prefix=".idx-", dir=directory)
     try:
         with open_index(content, name) as src, os.fdopen(fd, "wb") as dst:
-            if not hashes:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            else:
-                while chunk := src.read(1 << 20):
-                    for h in hashes:
-                        h.update(chunk)
-                    dst.write(chunk)
+            while chunk := src.read(1 << 20):
+                for h in hashes:
+                    h.update(chunk)
+                dst.write(chunk)
     except BaseException:
         os.unlink(tmp)
         raise
