@@ -698,8 +698,17 @@ def copy_tree(src: Path, dest: Path) -> None:
     run(["cp", "-a", str(src), str(dest)], timeout=300)
 
 
+def settle() -> None:
+    """Before a timed step: the machine writes out what the bench and the
+    previous step left unwritten (the data directories just put back, the
+    other tool's files), so that neither tool's time includes the writes of
+    another, nor does the kernel start them in its middle."""
+    os.sync()
+
+
 def _pd_sync(ctx: Ctx, pd: Pkgdepot, expected: set[str] | None) -> dict[str, Any]:
     before = store_state(pd.data_dir) if pd.data_dir.exists() else {}
+    settle()
     m = ctx.origin.mark()
     ran = pd.cli("mirror", "sync", "deb", timeout=900)
     reqs = ctx.origin.since(m)
@@ -715,6 +724,7 @@ def _aptly_step(ctx: Ctx, ap: Aptly, steps: list[list[str]],
                 expected: set[str] | None) -> dict[str, Any]:
     before = ap.size() if ap.root.exists() else {}
     before_db = ap.db_size() if ap.root.exists() else {}
+    settle()
     m = ctx.origin.mark()
     times = {}
     cpu = 0.0

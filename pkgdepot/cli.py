@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pkgdepot import __version__
 from pkgdepot.config import Config, keys_help, load, parse_listen
@@ -274,20 +274,7 @@ def _keys(_args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pkgdepot", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"pkgdepot {__version__}")
-    p.add_argument("-v", "--verbose", action="count", default=0,
-                   help="more log output (-vv for debug)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE",
-                        help="TOML configuration file (default: none; built-in defaults)")
-    common.add_argument("--data-dir", metavar="DIR",
-                        help="where blobs and the catalog live (overrides server.data_dir)")
-
+def _serve_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s = sub.add_parser(
         "serve", parents=[common], help="run the caching proxy (port 3142 by default)",
         description="Run the depot's HTTP server: a caching proxy for apt, dnf and zypper.",
@@ -302,11 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(overrides server.log_format)")
     s.set_defaults(func=_serve)
 
+
+def _check_config_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     c = sub.add_parser("check-config", parents=[common],
                        help="validate a configuration file and print what it sets up",
                        description="Validate the configuration; exit 2 with the key at fault.")
     c.set_defaults(func=_check_config)
 
+
+def _snapshot_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     snap = sub.add_parser(
         "snapshot", help="list, show, tag, untag and diff the states of a repository",
         description="Every change of a named repository's metadata is a snapshot, reachable "
@@ -349,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         action_parser.set_defaults(func=_snapshot)
     sp.set_defaults(func=_prune)
 
+
+def _mirror_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     m = sub.add_parser("mirror", help="keep mirrors current from their signed metadata",
                        description="Mirrors are named repositories with a [repos.NAME.mirror] "
                                    "table.")
@@ -368,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "server.admin_listen")
     ms.set_defaults(func=_mirror_sync)
 
+
+def _build_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     b = sub.add_parser(
         "build", help="OS templates and appliances straight from package lists",
         description="Build from a template tree TREE/DISTRO/VERSION/ARCH (config/ directories "
@@ -403,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cache", metavar="DIR", help="where downloaded packages are kept")
     b.set_defaults(func=_build)
 
+
+def _signing_key_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     sk = sub.add_parser(
         "signing-key", parents=[common], help="print the depot's public signing key",
         description="Print the public key with which the depot signs the metadata it writes "
@@ -412,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                     ".repo file.")
     sk.set_defaults(func=_signing_key)
 
+
+def _repair_catalog_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     rc = sub.add_parser(
         "repair-catalog", parents=[common], help="rebuild a damaged catalog from what is left",
         description="Stop the depot first. Moves the catalog (catalog.sqlite) aside as "
@@ -425,19 +424,49 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also hash every blob and remove those that do not match their name")
     rc.set_defaults(func=_repair_catalog)
 
-    from pkgdepot.ops import commands
 
-    commands.register(sub, common, _with_store)
-
+def _keys_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     k = sub.add_parser("config-keys", help="list every configuration key with its meaning",
                        description="List every configuration key, its default and meaning.")
     k.set_defaults(func=_keys)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line. With `command` (the first word of the arguments
+    that is not an option), only that command is set up if it is one:
+    parsing its arguments needs no other, and setting up all twenty
+    parsers cost every command 10 ms."""
+    p = argparse.ArgumentParser(prog="pkgdepot", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"pkgdepot {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more log output (-vv for debug)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE",
+                        help="TOML configuration file (default: none; built-in defaults)")
+    common.add_argument("--data-dir", metavar="DIR",
+                        help="where blobs and the catalog live (overrides server.data_dir)")
+
+    from pkgdepot.ops import commands
+
+    adders: dict[str, Callable[[Any, argparse.ArgumentParser], None]] = {
+        "serve": _serve_parser, "check-config": _check_config_parser,
+        "snapshot": _snapshot_parser, "mirror": _mirror_parser, "build": _build_parser,
+        "signing-key": _signing_key_parser, "repair-catalog": _repair_catalog_parser,
+        **commands.parsers(_with_store), "config-keys": _keys_parser}
+    for name, add in adders.items():
+        if command not in adders or name == command:
+            add(sub, common)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    # the top level's options take no value: the first other word is the command
+    parser = build_parser(next((w for w in words if not w.startswith("-")), None))
+    args = parser.parse_args(words)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)

@@ -1,5 +1,5 @@
-"""Command-line registration of the operator commands: gc, verify, import,
-client-config. `cli.py` calls `register`; the work is in the sibling modules."""
+"""Command-line parsers of the operator commands: gc, verify, import,
+client-config. `cli.py` calls `parsers`; the work is in the sibling modules."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ if TYPE_CHECKING:
 
 StoreCommand = Callable[["FsStore", "Snapshots", Config], Awaitable[int]]
 WithStore = Callable[[argparse.Namespace, StoreCommand], int]
+AddParser = Callable[[Any, argparse.ArgumentParser], None]
 
 
-def register(sub: Any, common: argparse.ArgumentParser, with_store: WithStore) -> None:
-    """Add the commands to `sub` (argparse subparsers); `with_store(args, fn)`
-    opens the data directory beside a possibly running server and runs fn."""
+def parsers(with_store: WithStore) -> dict[str, AddParser]:
+    """For each command, what adds it to `sub` (argparse subparsers, with
+    `common` options); `with_store(args, fn)` opens the data directory
+    beside a possibly running server and runs fn."""
 
     def store_command(fn: Callable[[argparse.Namespace, FsStore, Config], Awaitable[int]]
                       ) -> Callable[[argparse.Namespace], int]:
@@ -30,64 +32,70 @@ def register(sub: Any, common: argparse.ArgumentParser, with_store: WithStore) -
             return with_store(args, go)
         return run
 
-    g = sub.add_parser(
-        "gc", parents=[common], help="delete unreferenced blobs, enforce cache.max_size",
-        description="Delete blobs that no cache entry and no snapshot references (older than "
-                    "--grace), then, if the store is larger than cache.max_size, evict least "
-                    "recently used cache files (never one a tagged snapshot or a mirror "
-                    "needs). The server does the eviction by itself; this is for running it "
-                    "now. Safe while the server and a sync run.")
-    g.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
-                   help="never delete an unreferenced blob younger than this (default 3600); "
-                        "files used within min(SECONDS, 60) are not evicted either")
-    g.set_defaults(func=store_command(_gc))
+    def gc(sub: Any, common: argparse.ArgumentParser) -> None:
+        g = sub.add_parser(
+            "gc", parents=[common], help="delete unreferenced blobs, enforce cache.max_size",
+            description="Delete blobs that no cache entry and no snapshot references (older than "
+                        "--grace), then, if the store is larger than cache.max_size, evict least "
+                        "recently used cache files (never one a tagged snapshot or a mirror "
+                        "needs). The server does the eviction by itself; this is for running it "
+                        "now. Safe while the server and a sync run.")
+        g.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                       help="never delete an unreferenced blob younger than this (default 3600); "
+                            "files used within min(SECONDS, 60) are not evicted either")
+        g.set_defaults(func=store_command(_gc))
 
-    v = sub.add_parser(
-        "verify", parents=[common], help="re-hash every blob; report (or --repair) damage",
-        description="Read every blob of the store and check it against the sha256 it is "
-                    "named by; also report cache entries without an intact blob. Exit status "
-                    "1 if anything is wrong (0 after a successful --repair).")
-    v.add_argument("--repair", action="store_true",
-                   help="delete bad blobs and the cache entries that use them, so that the "
-                        "next request fetches a good copy from upstream")
-    v.set_defaults(func=store_command(_verify))
+    def verify(sub: Any, common: argparse.ArgumentParser) -> None:
+        v = sub.add_parser(
+            "verify", parents=[common], help="re-hash every blob; report (or --repair) damage",
+            description="Read every blob of the store and check it against the sha256 it is "
+                        "named by; also report cache entries without an intact blob. Exit status "
+                        "1 if anything is wrong (0 after a successful --repair).")
+        v.add_argument("--repair", action="store_true",
+                       help="delete bad blobs and the cache entries that use them, so that the "
+                            "next request fetches a good copy from upstream")
+        v.set_defaults(func=store_command(_verify))
 
-    i = sub.add_parser(
-        "import", parents=[common], help="add existing .deb/.rpm files to the store",
-        description="Add the .deb/.udeb/.rpm files under DIR (an old apt-cacher-ng cache, "
-                    "/var/cache/apt/archives) to the store, keeping only those that an index "
-                    "the depot has already seen lists with the same hash. DIR is only read.")
-    i.add_argument("directory", metavar="DIR")
-    i.set_defaults(func=store_command(_import))
+    def import_(sub: Any, common: argparse.ArgumentParser) -> None:
+        i = sub.add_parser(
+            "import", parents=[common], help="add existing .deb/.rpm files to the store",
+            description="Add the .deb/.udeb/.rpm files under DIR (an old apt-cacher-ng cache, "
+                        "/var/cache/apt/archives) to the store, keeping only those that an index "
+                        "the depot has already seen lists with the same hash. DIR is only read.")
+        i.add_argument("directory", metavar="DIR")
+        i.set_defaults(func=store_command(_import))
 
-    c = sub.add_parser(
-        "client-config", help="print or install apt/dnf/zypper configuration for the depot",
-        description="Print (default) or --install the configuration that makes a machine's "
-                    "package manager use the depot. Without --repo, the machine's own "
-                    "repositories go through it (apt: proxy in apt.conf.d; dnf: proxy= in "
-                    "each .repo; zypper: http baseurls rewritten to DEPOT/HOST/PATH). With "
-                    "--repo NAME, a repository file for the depot's named repository replaces "
-                    "the existing ones. Replaced files are kept with a .disabled suffix; "
-                    "--undo restores them exactly.")
-    c.add_argument("tool", choices=("apt", "dnf", "zypper"))
-    c.add_argument("--depot", required=True, metavar="URL", help="e.g. http://depot:3142")
-    c.add_argument("--repo", metavar="NAME", help="a named repository of the depot")
-    c.add_argument("--root", default="/", metavar="DIR",
-                   help="the machine's root directory (default /)")
-    c.add_argument("--suite", action="append", default=[], metavar="SUITE",
-                   help="apt --repo: a suite to use (repeat for several)")
-    c.add_argument("--component", action="append", default=[], metavar="NAME",
-                   help="apt --repo: a component (repeat; default main)")
-    c.add_argument("--signed-by", metavar="KEYRING", help="apt --repo: Signed-By keyring")
-    c.add_argument("--gpgkey", metavar="URL",
-                   help="dnf/zypper --repo: key that signs the metadata (repo_gpgcheck=1)")
-    c.add_argument("--unsigned-packages", action="store_true",
-                   help="dnf/zypper --repo: the packages themselves carry no signature")
-    mode = c.add_mutually_exclusive_group()
-    mode.add_argument("--install", action="store_true", help="write the files under --root")
-    mode.add_argument("--undo", action="store_true",
-                      help="remove what --install wrote and restore the disabled files")
-    c.set_defaults(func=_client_config)
+    def client_config(sub: Any, common: argparse.ArgumentParser) -> None:
+        c = sub.add_parser(
+            "client-config", help="print or install apt/dnf/zypper configuration for the depot",
+            description="Print (default) or --install the configuration that makes a machine's "
+                        "package manager use the depot. Without --repo, the machine's own "
+                        "repositories go through it (apt: proxy in apt.conf.d; dnf: proxy= in "
+                        "each .repo; zypper: http baseurls rewritten to DEPOT/HOST/PATH). With "
+                        "--repo NAME, a repository file for the depot's named repository replaces "
+                        "the existing ones. Replaced files are kept with a .disabled suffix; "
+                        "--undo restores them exactly.")
+        c.add_argument("tool", choices=("apt", "dnf", "zypper"))
+        c.add_argument("--depot", required=True, metavar="URL", help="e.g. http://depot:3142")
+        c.add_argument("--repo", metavar="NAME", help="a named repository of the depot")
+        c.add_argument("--root", default="/", metavar="DIR",
+                       help="the machine's root directory (default /)")
+        c.add_argument("--suite", action="append", default=[], metavar="SUITE",
+                       help="apt --repo: a suite to use (repeat for several)")
+        c.add_argument("--component", action="append", default=[], metavar="NAME",
+                       help="apt --repo: a component (repeat; default main)")
+        c.add_argument("--signed-by", metavar="KEYRING", help="apt --repo: Signed-By keyring")
+        c.add_argument("--gpgkey", metavar="URL",
+                       help="dnf/zypper --repo: key that signs the metadata (repo_gpgcheck=1)")
+        c.add_argument("--unsigned-packages", action="store_true",
+                       help="dnf/zypper --repo: the packages themselves carry no signature")
+        mode = c.add_mutually_exclusive_group()
+        mode.add_argument("--install", action="store_true", help="write the files under --root")
+        mode.add_argument("--undo", action="store_true",
+                          help="remove what --install wrote and restore the disabled files")
+        c.set_defaults(func=_client_config)
+
+    return {"gc": gc, "verify": verify, "import": import_, "client-config": client_config}
 
 
 async def _gc(args: argparse.Namespace, store: FsStore, config: Config) -> int:

@@ -116,6 +116,31 @@ def ensure_dir(path: Path, mode: int = DIR_MODE) -> None:
 
 #: up to this many blobs are fsynced one by one; more, with their file system
 SYNC_EACH_MAX = 64
+#: ... unless the machine has at most this much data not yet written: then
+#: one syncfs (one journal commit, about 1 ms) beats two flushes a blob
+#: (a 31-file sync: 8-11 ms one by one, 1-2 ms by syncfs, 6 ms with 8 MB
+#: of other writes pending)
+SYNCFS_UNWRITTEN_MAX = 8 << 20
+
+
+def unwritten_bytes() -> int | None:
+    """Data the kernel has yet to write to disk, machine-wide (Dirty plus
+    Writeback of /proc/meminfo); None where that cannot be read."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            text = f.read()
+    except OSError:
+        return None
+    total = 0
+    for key in (b"\nDirty:", b"\nWriteback:"):
+        at = text.find(key)
+        if at < 0:
+            return None
+        fields = text[at + len(key):text.find(b"\n", at + 1)].split()
+        if not fields or not fields[0].isdigit():
+            return None
+        total += int(fields[0]) * 1024  # kB
+    return total
 
 
 def _fsync_path(path: Path) -> None:
@@ -427,17 +452,21 @@ class FsStore:
                              hint=f"free space on the file system of {self.root}") from e
 
     def sync_blobs(self, shas: Iterable[str]) -> None:
-        """Blocking: make these blobs durable, with their names. A few are
-        fsynced one by one, with the shard directories that name them; many,
-        by syncing the store's file system (`syncfs`). Never `sync()`, which
-        would also wait for every other writer on the machine."""
+        """Blocking: make these blobs durable, with their names. Many, or a
+        few while the machine has little else to write, by syncing the
+        store's file system (`syncfs`); a few while other writers have much
+        pending, by fsyncing them one by one with the shard directories that
+        name them (syncfs would wait for those writers). Never `sync()`,
+        which waits for every file system."""
         wanted = set(shas)
         for sha in wanted:  # a state must never name a blob that is not there
             if not is_blob(self.blob_path(sha)):
                 raise StoreError(f"blob {sha} is missing from the store",
                                  hint="run `pkgdepot verify` to check the store")
         try:
-            if len(wanted) > SYNC_EACH_MAX:
+            if len(wanted) > SYNC_EACH_MAX or (
+                    (pending := unwritten_bytes()) is not None
+                    and pending <= SYNCFS_UNWRITTEN_MAX):
                 _syncfs(self.blobs)
                 return
             for sha in sorted(wanted):
