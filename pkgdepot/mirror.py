@@ -55,7 +55,13 @@ from pkgdepot.formats import (
     decompress_to,
     split_compression,
 )
-from pkgdepot.formats.apt import BY_HASH_DIR, AptBackend, parse_release, release_entries
+from pkgdepot.formats.apt import (
+    BY_HASH_DIR,
+    AptBackend,
+    Release,
+    parse_release,
+    release_entries,
+)
 from pkgdepot.formats.rpm import RpmBackend, parse_repomd
 from pkgdepot.progress import Progress
 from pkgdepot.signing import SigningKey
@@ -65,7 +71,7 @@ from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore, is_blob
 
 if TYPE_CHECKING:
-    from debian import deb822
+    pass
 
 log = logging.getLogger(__name__)
 #: Which compression of an index a sync fetches, best first.
@@ -126,7 +132,7 @@ def _rpm_evr_match(version: str, wanted: set[tuple[str, str, str]], name: str,
     return (name, version, arch) in wanted or (name, version.removeprefix("0:"), arch) in wanted
 
 
-def _release_text(upstream: deb822.Release, files: dict[str, bytes], m: MirrorConfig,
+def _release_text(upstream: Release, files: dict[str, bytes], m: MirrorConfig,
                   snapshots_url: str | None = None) -> bytes:
     """A Release file (deb822) listing the indices the depot wrote."""
     lines = []
@@ -317,7 +323,7 @@ class Mirror:
         self.fetcher = fetcher
         self.keyring: Path | None = None
         self.result = SyncResult(repo.name, None)
-        self._suites: list[tuple[str, deb822.Release]] = []
+        self._suites: list[tuple[str, Release]] = []
         self._kept: dict[str, str] = {}  # package location -> sha256 in the store
         self._downloads = Downloader(repo, store, fetcher, self.result)
         #: a download helper started before the package list is known (`_expect`)

@@ -12,10 +12,7 @@ import functools
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # imported when first needed: worker processes never parse indices
-    from debian import deb822
+from typing import Any
 
 from pkgdepot.errors import FormatError
 from pkgdepot.formats import (
@@ -130,30 +127,77 @@ def archive_root(key: str) -> str:
     return key.rsplit("/", 1)[0] + "/"
 
 
-def parse_release(text: str) -> deb822.Release:
-    """Parse (In)Release text; an inline signature's armor is stripped."""
-    try:
-        from debian import deb822
+class Release:
+    """The fields of a Release file, looked up as apt looks them up (names
+    are case-insensitive); values are their text, continuation lines
+    included."""
 
-        return deb822.Release(text)
-    except Exception as e:  # python-debian raises assorted errors on garbage
+    def __init__(self, fields: dict[str, str]) -> None:
+        self._fields = {k.lower(): v for k, v in fields.items()}
+
+    def get(self, name: str, default: str = "") -> str:
+        return self._fields.get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._fields
+
+
+SIGNED_BEGIN = "-----BEGIN PGP SIGNED MESSAGE-----"
+SIGNATURE_BEGIN = "-----BEGIN PGP SIGNATURE-----"
+
+
+def cleartext(text: str) -> str:
+    """The signed text of an inline-signed file (OpenPGP's cleartext
+    framework: armor headers, a blank line, dash-escaped lines, then the
+    signature), other text as it is. For reading fields only: whether the
+    signature holds is gpgv's to say."""
+    lines = text.lstrip("\r\n").split("\n")
+    if not lines or lines[0].rstrip() != SIGNED_BEGIN:
+        return text
+    try:
+        start = next(i for i, line in enumerate(lines) if not line.strip()) + 1
+    except StopIteration:
+        return ""
+    body = []
+    for line in lines[start:]:
+        if line.rstrip() == SIGNATURE_BEGIN:
+            break
+        body.append(line[2:] if line.startswith("- ") else line)
+    return "\n".join(body)
+
+
+def parse_release(text: str) -> Release:
+    """Parse (In)Release text with apt's own parser (python-apt); an inline
+    signature's armor is stripped. (python-debian's deb822, which did this
+    before, took 17-20 ms to import: a tenth of a small sync.)"""
+    body = cleartext(text).lstrip("\r\n")
+    if not body.strip():
+        return Release({})
+    if not body.endswith("\n"):
+        body += "\n"
+    try:
+        section = _apt_pkg().TagSection(body)
+        return Release({k: section[k] for k in section.keys()})  # noqa: SIM118 (not iterable)
+    except (ValueError, SystemError, KeyError, UnicodeError) as e:
         raise FormatError(f"unparsable Release file: {e}") from e
 
 
 BY_HASH_DIR = {"md5": "MD5Sum", "sha1": "SHA1", "sha256": "SHA256", "sha512": "SHA512"}
 
 
-def release_entries(rel: deb822.Release) -> dict[str, tuple[int, list[Digest]]]:
-    """name -> (size, digests, strongest first) from a Release's checksum fields."""
+def release_entries(rel: Release) -> dict[str, tuple[int, list[Digest]]]:
+    """name -> (size, digests, strongest first) from a Release's checksum
+    fields (lines of HASH SIZE NAME)."""
     out: dict[str, tuple[int, list[Digest]]] = {}
     for fld, algo in ALGO_FIELDS:  # strongest first
-        for item in rel.get(fld, []) or []:
-            try:
-                name = item["name"]
-                size = int(item["size"])
-                hexd = item[fld.lower() if fld != "MD5Sum" else "md5sum"].lower()
-            except (KeyError, ValueError, TypeError):
+        for line in rel.get(fld).splitlines():
+            parts = line.split()
+            if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
                 continue
+            hexd, size, name = parts[0].lower(), int(parts[1]), parts[2]
             if ".." in name.split("/") or name.startswith("/") or not HEX_RE.match(hexd):
                 continue
             entry = out.setdefault(name, (size, []))
