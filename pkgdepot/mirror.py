@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from pkgdepot import openpgp
 from pkgdepot.config import Config, MirrorConfig, RepoConfig
@@ -69,9 +69,6 @@ from pkgdepot.snapshots import FileRef, Snapshot, Snapshots, has_snapshot
 from pkgdepot.solve import closure
 from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore, is_blob
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 #: Which compression of an index a sync fetches, best first.
