@@ -274,7 +274,7 @@ def _keys(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def _add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
     s = sub.add_parser(
         "serve", parents=[common], help="run the caching proxy (port 3142 by default)",
         description="Run the depot's HTTP server: a caching proxy for apt, dnf and zypper.",
@@ -290,14 +290,14 @@ def _serve_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     s.set_defaults(func=_serve)
 
 
-def _check_config_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def _add_check_config(sub: Any, common: argparse.ArgumentParser) -> None:
     c = sub.add_parser("check-config", parents=[common],
                        help="validate a configuration file and print what it sets up",
                        description="Validate the configuration; exit 2 with the key at fault.")
     c.set_defaults(func=_check_config)
 
 
-def _snapshot_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def _add_snapshot(sub: Any, common: argparse.ArgumentParser) -> None:
     snap = sub.add_parser(
         "snapshot", help="list, show, tag, untag and diff the states of a repository",
         description="Every change of a named repository's metadata is a snapshot, reachable "
@@ -341,7 +341,7 @@ def _snapshot_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     sp.set_defaults(func=_prune)
 
 
-def _mirror_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def _add_mirror(sub: Any, common: argparse.ArgumentParser) -> None:
     m = sub.add_parser("mirror", help="keep mirrors current from their signed metadata",
                        description="Mirrors are named repositories with a [repos.NAME.mirror] "
                                    "table.")
@@ -362,7 +362,7 @@ def _mirror_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     ms.set_defaults(func=_mirror_sync)
 
 
-def _build_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def _add_build(sub: Any, common: argparse.ArgumentParser) -> None:
     b = sub.add_parser(
         "build", help="OS templates and appliances straight from package lists",
         description="Build from a template tree TREE/DISTRO/VERSION/ARCH (config/ directories "
@@ -399,7 +399,7 @@ def _build_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     b.set_defaults(func=_build)
 
 
-def _signing_key_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def _add_signing_key(sub: Any, common: argparse.ArgumentParser) -> None:
     sk = sub.add_parser(
         "signing-key", parents=[common], help="print the depot's public signing key",
         description="Print the public key with which the depot signs the metadata it writes "
@@ -410,7 +410,7 @@ def _signing_key_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     sk.set_defaults(func=_signing_key)
 
 
-def _repair_catalog_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def _add_repair_catalog(sub: Any, common: argparse.ArgumentParser) -> None:
     rc = sub.add_parser(
         "repair-catalog", parents=[common], help="rebuild a damaged catalog from what is left",
         description="Stop the depot first. Moves the catalog (catalog.sqlite) aside as "
@@ -425,7 +425,7 @@ def _repair_catalog_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     rc.set_defaults(func=_repair_catalog)
 
 
-def _keys_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def _add_keys(sub: Any, common: argparse.ArgumentParser) -> None:
     k = sub.add_parser("config-keys", help="list every configuration key with its meaning",
                        description="List every configuration key, its default and meaning.")
     k.set_defaults(func=_keys)
@@ -452,10 +452,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from pkgdepot.ops import commands
 
     adders: dict[str, Callable[[Any, argparse.ArgumentParser], None]] = {
-        "serve": _serve_parser, "check-config": _check_config_parser,
-        "snapshot": _snapshot_parser, "mirror": _mirror_parser, "build": _build_parser,
-        "signing-key": _signing_key_parser, "repair-catalog": _repair_catalog_parser,
-        **commands.parsers(_with_store), "config-keys": _keys_parser}
+        "serve": _add_serve, "check-config": _add_check_config,
+        "snapshot": _add_snapshot, "mirror": _add_mirror, "build": _add_build,
+        "signing-key": _add_signing_key, "repair-catalog": _add_repair_catalog,
+        **commands.parsers(_with_store), "config-keys": _add_keys}
     for name, add in adders.items():
         if command not in adders or name == command:
             add(sub, common)

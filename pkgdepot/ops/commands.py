@@ -32,7 +32,7 @@ def parsers(with_store: WithStore) -> dict[str, AddParser]:
             return with_store(args, go)
         return run
 
-    def gc(sub: Any, common: argparse.ArgumentParser) -> None:
+    def add_gc(sub: Any, common: argparse.ArgumentParser) -> None:
         g = sub.add_parser(
             "gc", parents=[common], help="delete unreferenced blobs, enforce cache.max_size",
             description="Delete blobs that no cache entry and no snapshot references (older than "
@@ -45,7 +45,7 @@ def parsers(with_store: WithStore) -> dict[str, AddParser]:
                             "files used within min(SECONDS, 60) are not evicted either")
         g.set_defaults(func=store_command(_gc))
 
-    def verify(sub: Any, common: argparse.ArgumentParser) -> None:
+    def add_verify(sub: Any, common: argparse.ArgumentParser) -> None:
         v = sub.add_parser(
             "verify", parents=[common], help="re-hash every blob; report (or --repair) damage",
             description="Read every blob of the store and check it against the sha256 it is "
@@ -56,7 +56,7 @@ def parsers(with_store: WithStore) -> dict[str, AddParser]:
                             "next request fetches a good copy from upstream")
         v.set_defaults(func=store_command(_verify))
 
-    def import_(sub: Any, common: argparse.ArgumentParser) -> None:
+    def add_import(sub: Any, common: argparse.ArgumentParser) -> None:
         i = sub.add_parser(
             "import", parents=[common], help="add existing .deb/.rpm files to the store",
             description="Add the .deb/.udeb/.rpm files under DIR (an old apt-cacher-ng cache, "
@@ -65,7 +65,7 @@ def parsers(with_store: WithStore) -> dict[str, AddParser]:
         i.add_argument("directory", metavar="DIR")
         i.set_defaults(func=store_command(_import))
 
-    def client_config(sub: Any, common: argparse.ArgumentParser) -> None:
+    def add_client_config(sub: Any, common: argparse.ArgumentParser) -> None:
         c = sub.add_parser(
             "client-config", help="print or install apt/dnf/zypper configuration for the depot",
             description="Print (default) or --install the configuration that makes a machine's "
@@ -95,7 +95,8 @@ def parsers(with_store: WithStore) -> dict[str, AddParser]:
                           help="remove what --install wrote and restore the disabled files")
         c.set_defaults(func=_client_config)
 
-    return {"gc": gc, "verify": verify, "import": import_, "client-config": client_config}
+    return {"gc": add_gc, "verify": add_verify, "import": add_import,
+            "client-config": add_client_config}
 
 
 async def _gc(args: argparse.Namespace, store: FsStore, config: Config) -> int:
