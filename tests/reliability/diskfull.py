@@ -126,7 +126,10 @@ def disk_full(site: Site, work: Path) -> Outcome:
             out.notes.append("logged: " + next(
                 (line.split(" -> ", 1)[-1] for line in log.splitlines()
                  if "data directory is full" in line), ""))
-            out.check("filled up after" in log, "ENOSPC mid-download was not logged")
+            cut = pkgs[6].path
+            out.check("filled up after" in log, "ENOSPC mid-download was not logged; of "
+                      f"{cut} the depot logged: " + " | ".join(
+                          line[-300:] for line in log.splitlines() if cut in line))
             verify_blobs(seen, out)
             depot.stop()
             # the tmpfs went away with the depot's mount namespace
