@@ -214,10 +214,11 @@ class FsStore:
                 raise StoreError(f"{self.root / name} is a symbolic link: refusing to write "
                                  "the catalog through it",
                                  hint="remove the link (and restore the real catalog)")
-        for sub in self.blobs.iterdir():
-            if sub.is_symlink():
-                raise StoreError(f"{sub} is a symbolic link inside the blob directory: "
-                                 "refusing to write through it", hint=f"remove {sub}")
+        with os.scandir(self.blobs) as shards:  # the type from the listing: no stat each
+            for sub in shards:
+                if sub.is_symlink():
+                    raise StoreError(f"{sub.path} is a symbolic link inside the blob directory: "
+                                     "refusing to write through it", hint=f"remove {sub.path}")
         removed = 0
         for p in self.tmp.iterdir() if recover else ():
             if p.is_file() or p.is_symlink():
