@@ -344,7 +344,7 @@ class Mirror:
         published = (await self.snapshots.manifest(self.repo.name, latest.id)
                      if latest is not None else {})
         # what the store has of this mirror, read while the indices are fetched
-        known = asyncio.create_task(self.store.entries_with_prefix(self._prefix))
+        known = asyncio.create_task(self.store.shas_with_prefix(self._prefix))
         try:
             if self.mirror.format == "apt":
                 manifest, packages = await self._apt(published)
@@ -841,9 +841,9 @@ class Mirror:
         """The catalog keys of this mirror's packages start with this."""
         return f"repo/{self.repo.name}/"
 
-    async def _packages(self, packages: list[Package], known: dict[str, Entry]) -> None:
-        """Download what `packages` lists and the store lacks (`known`: the
-        catalog's entries under `_prefix`)."""
+    async def _packages(self, packages: list[Package], known: dict[str, str]) -> None:
+        """Download what `packages` lists and the store lacks (`known`: key ->
+        sha256 of the catalog's entries under `_prefix`)."""
         self.result.packages_total = len(packages)
         prefix = self._prefix
         todo: list[Want] = []
@@ -851,11 +851,11 @@ class Mirror:
         now = time.time()
         for p in packages:
             key = prefix + p.location
-            entry = known.get(key)
-            if entry is not None and (p.digest is None or p.digest.algo != "sha256"
-                                      or p.digest.hexdigest == entry.sha256):
+            sha = known.get(key)
+            if sha is not None and (p.digest is None or p.digest.algo != "sha256"
+                                    or p.digest.hexdigest == sha):
                 self.result.packages_reused += 1
-                self._kept[p.location] = entry.sha256
+                self._kept[p.location] = sha
                 continue
             if p.digest is not None and p.digest.algo == "sha256" and p.size is not None \
                     and is_blob(self.store.blob_path(p.digest.hexdigest)):

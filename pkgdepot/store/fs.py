@@ -547,16 +547,17 @@ class FsStore:
                 if not fut.done():
                     fut.set_result(entry)
 
-    async def entries_with_prefix(self, prefix: str) -> dict[str, Entry]:
-        """Every catalog entry whose key starts with `prefix` (one query)."""
+    async def shas_with_prefix(self, prefix: str) -> dict[str, str]:
+        """key -> sha256 of every catalog entry whose key starts with `prefix`
+        (one query, tuples straight into a dict: a sync compares thousands
+        of them, and building an Entry each took twice as long)."""
 
-        def run() -> dict[str, Entry]:
+        def run() -> dict[str, str]:
             hi = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-            return {row[0]: Entry(*row) for row in self.db.execute(
-                "SELECT key, sha256, size, stored_at, checked_at, etag, last_modified "
-                "FROM entries WHERE key >= ? AND key < ?", (prefix, hi))}
+            return dict(self.db.execute(
+                "SELECT key, sha256 FROM entries WHERE key >= ? AND key < ?", (prefix, hi)))
 
-        found: dict[str, Entry] = await self._call(run)
+        found: dict[str, str] = await self._call(run)
         return found
 
     async def commit_entries(self, entries: list[Entry], refresh: bool = False) -> None:
