@@ -95,6 +95,9 @@ def wait_reading_stdin(pids: Sequence[int], timeout: float) -> bool:
 def child_env() -> dict[str, str]:
     """The environment for every child: no proxy settings, C locale."""
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    # as installed, Python keeps its bytecode caches: a shell that forbids
+    # writing them would have every pkgdepot start compile its modules anew
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["LC_ALL"] = "C"
     return env
 
