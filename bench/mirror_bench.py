@@ -745,6 +745,16 @@ def _aptly_step(ctx: Ctx, ap: Aptly, steps: list[list[str]],
     return out
 
 
+def _in_turn(i: int, ours: Callable[[], None], theirs: Callable[[], None] | None) -> None:
+    """Run the i-th repeat of a step for both tools, each going first in turn
+    (pkgdepot in the 1st and 3rd, aptly in the 2nd), so that neither is
+    always the one that runs right after the data directories were put back."""
+    first, second = (ours, theirs) if i % 2 == 0 else (theirs, ours)
+    for step in (first, second):
+        if step is not None:
+            step()
+
+
 def _bench_mirror(ctx: Ctx, res: dict[str, Any], debian: Path, specs: list[DebSpec],
                   expected_full: set[str], pd: Pkgdepot, ap: Aptly | None) -> dict[str, Any]:
     p = ctx.params
@@ -752,24 +762,30 @@ def _bench_mirror(ctx: Ctx, res: dict[str, Any], debian: Path, specs: list[DebSp
     kr = f"-keyring={ctx.key.public_keyring}"
 
     # Each sync of the 3,000-package repository runs `repeats` times, the two
-    # tools alternating, each run from the same state (the data directories
-    # are put back in between); the median is reported, every run is checked.
+    # tools alternating (each going first in turn: `_in_turn`), each run from
+    # the same state (the data directories are put back in between); the
+    # median is reported, every run is checked.
     pd_runs: list[dict[str, Any]] = []
     ap_runs: list[dict[str, Any]] = []
     for i in range(p.repeats):
-        log(f"mirror: full sync, pkgdepot (run {i + 1} of {p.repeats})")
-        shutil.rmtree(pd.data_dir, ignore_errors=True)
-        pd_runs.append(full_pd := _pd_sync(ctx, pd, expected_full))
-        if not full_pd["once"]["ok"]:
-            ctx.note(f"pkgdepot full sync did not fetch every package once: {full_pd['once']}")
-        if ap is not None:
+        def full_pd(i: int = i) -> None:
+            log(f"mirror: full sync, pkgdepot (run {i + 1} of {p.repeats})")
+            shutil.rmtree(pd.data_dir, ignore_errors=True)
+            pd_runs.append(ran := _pd_sync(ctx, pd, expected_full))
+            if not ran["once"]["ok"]:
+                ctx.note(f"pkgdepot full sync did not fetch every package once: {ran['once']}")
+
+        def full_ap(i: int = i) -> None:
+            assert ap is not None
             log(f"mirror: full sync, aptly (mirror create + mirror update, run {i + 1})")
             shutil.rmtree(ap.root, ignore_errors=True)
-            ap_runs.append(full_ap := _aptly_step(ctx, ap, [
+            ap_runs.append(ran := _aptly_step(ctx, ap, [
                 ["mirror", "create", kr, "-architectures=amd64", "deb", url, SUITE, "main"],
                 ["mirror", "update", kr, "deb"]], expected_full))
-            if not full_ap["once"]["ok"]:
-                ctx.note(f"aptly full sync did not fetch every package once: {full_ap['once']}")
+            if not ran["once"]["ok"]:
+                ctx.note(f"aptly full sync did not fetch every package once: {ran['once']}")
+
+        _in_turn(i, full_pd, full_ap if ap is not None else None)
     res["full_pkgdepot"] = median_run(pd_runs)
     if ap is not None:
         res["full_aptly"] = median_run(ap_runs)
@@ -800,19 +816,25 @@ def _bench_mirror(ctx: Ctx, res: dict[str, Any], debian: Path, specs: list[DebSp
             copy_tree(saved / "pkgdepot", pd.data_dir)
             if ap is not None:
                 copy_tree(saved / "aptly", ap.root)
-        log(f"mirror: incremental sync ({len(expected_inc)} new versions), pkgdepot "
-            f"(run {i + 1} of {p.repeats})")
-        pd_runs.append(inc := _pd_sync(ctx, pd, expected_inc))
-        if not inc["once"]["ok"]:
-            ctx.note(f"pkgdepot incremental sync fetched other than the new packages: "
-                     f"{inc['once']}")
-        if ap is not None:
+
+        def inc_pd(i: int = i) -> None:
+            log(f"mirror: incremental sync ({len(expected_inc)} new versions), pkgdepot "
+                f"(run {i + 1} of {p.repeats})")
+            pd_runs.append(ran := _pd_sync(ctx, pd, expected_inc))
+            if not ran["once"]["ok"]:
+                ctx.note(f"pkgdepot incremental sync fetched other than the new packages: "
+                         f"{ran['once']}")
+
+        def inc_ap(i: int = i) -> None:
+            assert ap is not None
             log(f"mirror: incremental sync, aptly (run {i + 1})")
-            ap_runs.append(inc_ap := _aptly_step(
+            ap_runs.append(ran := _aptly_step(
                 ctx, ap, [["mirror", "update", kr, "deb"]], expected_inc))
-            if not inc_ap["once"]["ok"]:
+            if not ran["once"]["ok"]:
                 ctx.note(f"aptly incremental sync fetched other than the new packages: "
-                         f"{inc_ap['once']}")
+                         f"{ran['once']}")
+
+        _in_turn(i, inc_pd, inc_ap if ap is not None else None)
     shutil.rmtree(saved, ignore_errors=True)
     res["incremental_pkgdepot"] = median_run(pd_runs)
     if ap is not None:
@@ -825,12 +847,17 @@ def _bench_mirror(ctx: Ctx, res: dict[str, Any], debian: Path, specs: list[DebSp
 
     log("mirror: no-change sync, pkgdepot and aptly")
     pd_runs, ap_runs = [], []
-    for _ in range(p.repeats):
-        pd_runs.append(nc := _pd_sync(ctx, pd, set()))
-        if nc["traffic"]["package_requests"]:
-            ctx.note("pkgdepot no-change sync fetched packages")
-        if ap is not None:
+    for i in range(p.repeats):
+        def nc_pd() -> None:
+            pd_runs.append(ran := _pd_sync(ctx, pd, set()))
+            if ran["traffic"]["package_requests"]:
+                ctx.note("pkgdepot no-change sync fetched packages")
+
+        def nc_ap() -> None:
+            assert ap is not None
             ap_runs.append(_aptly_step(ctx, ap, [["mirror", "update", kr, "deb"]], set()))
+
+        _in_turn(i, nc_pd, nc_ap if ap is not None else None)
     res["nochange_pkgdepot"] = median_run(pd_runs)
     if ap is not None:
         res["nochange_aptly"] = median_run(ap_runs)
