@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pkgdepot.errors import BadRequest, NotFound
-from pkgdepot.store.fs import FsStore
+from pkgdepot.store.fs import FsStore, connect_read_only
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -309,9 +309,7 @@ def has_snapshot(store: FsStore, repo: str) -> bool:
     if not store.catalog.exists():
         return False
     try:
-        # read-only, by URI (the path absolute, as a file: URI needs)
-        with contextlib.closing(sqlite3.connect(store.catalog.absolute().as_uri() + "?mode=ro",
-                                                uri=True)) as db:
+        with contextlib.closing(connect_read_only(store.catalog)) as db:
             return db.execute("SELECT 1 FROM snapshots WHERE repo=? LIMIT 1",
                               (repo,)).fetchone() is not None
     except sqlite3.Error:

@@ -169,6 +169,13 @@ def _syncfs(path: Path) -> None:
         os.close(fd)
 
 
+def connect_read_only(catalog: Path) -> sqlite3.Connection:
+    """A read-only connection to a catalog file that need not be open
+    elsewhere (by URI: the path absolute and escaped, as a file: URI needs)."""
+    return sqlite3.connect(catalog.absolute().as_uri() + "?mode=ro", uri=True,
+                           isolation_level=None)
+
+
 def is_blob(path: Path) -> bool:
     """Whether `path` is a stored blob: a regular file, not a planted link."""
     try:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pkgdepot.errors import StoreError
 from pkgdepot.snapshots import Snapshots
-from pkgdepot.store.fs import FsStore
+from pkgdepot.store.fs import FsStore, connect_read_only
 
 log = logging.getLogger(__name__)
 TABLES = ("entries", "vouches", "snapshots", "snapshot_files", "tags")
@@ -73,7 +73,7 @@ def _rows(db: sqlite3.Connection, table: str, report: RepairReport) -> Iterator[
 def _salvage(path: Path, report: RepairReport) -> dict[str, list[tuple[object, ...]]]:
     out: dict[str, list[tuple[object, ...]]] = {t: [] for t in TABLES}
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        db = connect_read_only(path)
     except sqlite3.DatabaseError:
         report.unreadable.extend(TABLES)
         return out
