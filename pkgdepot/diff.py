@@ -10,14 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pkgdepot.errors import PkgdepotError
-from pkgdepot.formats import Backend, classify, split_compression
+from pkgdepot.formats import READ_ORDER, Backend, classify, split_compression
 from pkgdepot.snapshots import FileRef, Snapshot, Snapshots
 from pkgdepot.store.fs import FsStore
 
 log = logging.getLogger(__name__)
 
-#: Several compressions of one index hold the same list: read the cheapest.
-PREFERENCE = ("", ".xz", ".zst", ".gz", ".bz2", ".lzma")
 
 PackageKey = tuple[str, str]  # (name, arch)
 
@@ -70,7 +68,7 @@ def _indices(manifest: dict[str, FileRef]) -> dict[str, tuple[str, FileRef, Back
         base, suffix = split_compression(path)
         if backend.name == "rpm":
             base = path.rsplit("/", 1)[0] + "/primary"
-        rank = PREFERENCE.index(suffix) if suffix in PREFERENCE else len(PREFERENCE)
+        rank = READ_ORDER.index(suffix) if suffix in READ_ORDER else len(READ_ORDER)
         if base not in chosen or rank < chosen[base][0]:
             chosen[base] = (rank, path, ref, backend)
     return {b: (p, r, be) for b, (_rank, p, r, be) in chosen.items()}

@@ -47,6 +47,7 @@ from pkgdepot.errors import (
 )
 from pkgdepot.fetch import Fetcher
 from pkgdepot.formats import (
+    READ_ORDER,
     Backend,
     Digest,
     Hash,
@@ -71,7 +72,8 @@ from pkgdepot.store import Entry
 from pkgdepot.store.fs import FsStore, is_blob
 
 log = logging.getLogger(__name__)
-#: Which compression of an index a sync fetches, best first.
+#: The compression of an index a sync fetches when the Release lists none of
+#: the mirror's `index_compressions`: the smallest kind first.
 PREFERRED = (".xz", ".zst", ".gz", ".bz2", ".lzma")
 SMALL_FILE = 1 << 20  # bodies up to this size are read whole and written in one go
 
@@ -421,8 +423,8 @@ class Mirror:
                 sha = next((d for d in digests if d.algo == "sha256"), None)
                 aliases[path] = [f"{directory}/by-hash/{BY_HASH_DIR[d.algo]}/{d.hexdigest}"
                                  for d in digests]
-                if _stem(name) != name and not self._best(name, entries):
-                    continue  # another compression of this index is fetched instead
+                if _stem(name) != name and not self._fetches(name, entries):
+                    continue  # not a compression of this index that the mirror keeps
                 if _stem(name) == name and self._has_compressed(name, entries):
                     plain_wants[path] = (size, sha or digests[0])  # derived locally
                     continue
@@ -455,15 +457,25 @@ class Mirror:
     def _has_compressed(stem: str, entries: Mapping[str, object]) -> bool:
         return any(stem + c in entries for c in PREFERRED)
 
-    @staticmethod
-    def _best(name: str, entries: Mapping[str, object]) -> bool:
-        """Whether `name` is the compression of its index that a sync fetches:
-        the smallest kind the Release lists (xz, then zst, gz, bz2, lzma)."""
+    def _fetches(self, name: str, entries: Mapping[str, object]) -> bool:
+        """Whether the sync fetches `name`, a compressed form of an index: one
+        of the mirror's `index_compressions`, or if the Release lists none of
+        those for this index, the smallest kind it lists."""
         stem = _stem(name)
-        for c in PREFERRED:
-            if stem + c in entries:
-                return name == stem + c
-        return name == stem
+        kept = ["." + c for c in self.mirror.index_compressions]
+        if name[len(stem):] in kept:
+            return True
+        if any(stem + c in entries for c in kept):
+            return False
+        return name == next(stem + c for c in PREFERRED if stem + c in entries)
+
+    @staticmethod
+    def _to_read(paths: Iterable[str]) -> dict[str, str]:
+        """For each index among `paths`, the form of it to read (READ_ORDER)."""
+        out: dict[str, str] = {}
+        for path in sorted(paths, key=lambda p: READ_ORDER.index(p[len(_stem(p)):])):
+            out.setdefault(_stem(path), path)
+        return out
 
     def _derive_plain(self, refs: dict[str, FileRef],
                       plain_wants: dict[str, tuple[int, Digest]]) -> dict[str, FileRef]:
@@ -471,7 +483,7 @@ class Mirror:
         when they match the size and hash the Release gives for them."""
         out: dict[str, FileRef] = {}
         for path, (size, digest) in plain_wants.items():
-            src = next((path + c for c in PREFERRED if path + c in refs), None)
+            src = next((path + c for c in READ_ORDER[1:] if path + c in refs), None)
             if src is None:
                 continue
             sha = hashlib.sha256()
@@ -557,14 +569,9 @@ class Mirror:
     def _apt_packages(self, refs: dict[str, FileRef]) -> list[Package]:
         backend = AptBackend()
         seen: dict[str, Package] = {}
-        chosen: dict[str, str] = {}
-        for path in sorted(refs):
-            if not (backend.is_package_index(path) or "/Sources" in path):
-                continue
-            stem = _stem(path)
-            if stem in chosen:
-                continue  # the same list in another compression
-            chosen[stem] = path
+        lists = self._to_read(p for p in refs if backend.is_package_index(p) or "/Sources" in p)
+        for stem in sorted(lists):
+            path = lists[stem]
             blob = self.store.blob_path(refs[path][0])
             if "/Sources" in path:
                 from pkgdepot.formats.apt import archive_root, sources_vouches
@@ -646,24 +653,14 @@ class Mirror:
 
     def _plain_indexes(self, manifest: dict[str, FileRef], arch: str) -> list[Path]:
         """Uncompressed package indices for one architecture (temporary files)."""
-        out: list[Path] = []
-        seen: set[str] = set()
-        for path in sorted(manifest):
-            if path.startswith("_upstream/") or "/by-hash/" in path:
-                continue
-            if self.mirror.format == "apt":
-                if not AptBackend().is_package_index(path):
-                    continue
-                if f"/binary-{arch}/" not in path and "/binary-all/" not in path:
-                    continue
-                stem = _stem(path)
-                if stem in seen:
-                    continue
-                seen.add(stem)
-            elif "primary.xml" not in path:
-                continue
-            out.append(self._plain_copy(manifest[path][0], path))
-        return out
+        paths = [p for p in manifest if not p.startswith("_upstream/") and "/by-hash/" not in p]
+        if self.mirror.format == "apt":
+            paths = sorted(self._to_read(
+                p for p in paths if AptBackend().is_package_index(p)
+                and (f"/binary-{arch}/" in p or "/binary-all/" in p)).values())
+        else:
+            paths = sorted(p for p in paths if "primary.xml" in p)
+        return [self._plain_copy(manifest[p][0], p) for p in paths]
 
     def _select(self, packages: list[Package], manifest: dict[str, FileRef]) -> list[Package]:
         m = self.mirror
@@ -731,21 +728,20 @@ class Mirror:
         import apt_pkg
 
         files: dict[str, bytes] = {}
-        done: set[str] = set()
+        lists: list[str] = []
         for path in sorted(upstream):
             if not path.startswith(base) or "/by-hash/" in path:
                 continue
             name = path[len(base):]
             if name in ("InRelease", "Release", "Release.gpg"):
                 continue
-            stem = _stem(name)
-            if not stem.endswith("/Packages"):
-                with open(self.store.blob_path(upstream[path][0]), "rb") as f:
-                    files[name] = f.read()  # translations etc.: unchanged
+            if _stem(name).endswith("/Packages"):
+                lists.append(path)
                 continue
-            if stem in done:
-                continue
-            done.add(stem)
+            with open(self.store.blob_path(upstream[path][0]), "rb") as f:
+                files[name] = f.read()  # translations etc.: unchanged
+        for full_stem, path in sorted(self._to_read(lists).items()):
+            stem = full_stem[len(base):]
             plain = self._plain_copy(upstream[path][0], path)
             try:
                 parts = []

@@ -204,6 +204,9 @@ def open_index(path: Path, name: str, limit: int | None = None) -> IO[bytes]:
 
 
 COMPRESSION_SUFFIXES = (".xz", ".gz", ".bz2", ".lzma", ".zst", ".lz4")
+#: Of several forms of one index (they hold the same list), the one to read:
+#: the cheapest to decompress first (gz reads about four times as fast as xz).
+READ_ORDER = ("", ".zst", ".gz", ".xz", ".lzma", ".bz2")
 
 
 def split_compression(name: str) -> tuple[str, str]:

@@ -187,6 +187,47 @@ def test_bad_signature_publishes_nothing(tmp_path: Path, upstream: Upstream, gpg
     assert depot.get("/snapshot/deb/")[2].decode().count("\n") == 1
 
 
+def test_mirror_keeps_index_forms_clients_ask_for(tmp_path: Path, upstream: Upstream,
+                                                   gpg_key: GpgKey) -> None:
+    """By default a mirror fetches each package index as xz (what apt asks
+    for first) and gz (what the sync reads, four times as fast), and makes the
+    plain one: all three are served, each under its by-hash name too, with
+    the upstream's bytes, while the upstream is down. With
+    `index_compressions = ["xz"]` the gz is never fetched and is not served."""
+    repo = build_apt_repo(upstream.root / "debian", gpg_key, DEBS)
+    key = gpg_key.public_armored
+    with DepotProcess(tmp_path / "depot", config(upstream, key) + f"""
+[repos.xzonly]
+upstreams = ["{upstream.url}/debian"]
+keyring = "{key}"
+[repos.xzonly.mirror]
+suites = ["stable"]
+index_compressions = ["xz"]
+""") as depot:
+        sync(depot, "deb", "xzonly")
+        upstream.stop()
+        lists = repo.dists / "main" / "binary-amd64"
+        forms = {name: (lists / name).read_bytes()
+                 for name in ("Packages", "Packages.gz", "Packages.xz")}
+        for name, body in forms.items():
+            by_hash = f"by-hash/SHA256/{hashlib.sha256(body).hexdigest()}"
+            for path in (name, by_hash):
+                url = f"/deb/dists/stable/main/binary-amd64/{path}"
+                assert depot.get(url)[::2] == (200, body), url
+                status, _h, got = depot.get(f"/xzonly/dists/stable/main/binary-amd64/{path}")
+                if name == "Packages.gz":
+                    assert status == 404, url
+                    # fetched once, by the default mirror only
+                    assert upstream.count(suffix(by_hash)) == 1
+                else:
+                    assert (status, got) == (200, body), url
+        for name in ("deb", "xzonly"):
+            c = apt(tmp_path, f"c-{name}", repo.sources_line(f"{depot.url}/{name}"))
+            c.update()
+            c.install(["hello"])
+            assert c.installed() == {"hello": "1.0", "pkg1": "1.0"}
+
+
 def test_interrupted_sync_resumes(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey,
                                   depot: DepotProcess) -> None:
     repo = build_apt_repo(upstream.root / "debian", gpg_key, DEBS)
@@ -258,9 +299,14 @@ def test_sync_survives_its_helper_process_dying(tmp_path: Path, upstream: Upstre
             while not (helpers := _children(proc.pid)) and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert helpers, "no helper process appeared"
-            # two packages in flight at once: the sync's one worker, and the helper
+            # two packages in the middle of their bodies at once: the sync's one
+            # worker, and the helper (the upstream may still hold a small one
+            # whose last bytes the sync already has: it does not count)
+            sizes = {"/debian/" + p.path: (upstream.root / "debian" / p.path).stat().st_size
+                     for p in repo.packages}
             assert upstream.wait_for(lambda log: sum(
-                1 for r in log if r.path.endswith(".deb") and not r.done) >= 2, timeout=60)
+                1 for r in log if r.path in sizes and not r.done
+                and r.bytes_sent < sizes[r.path]) >= 2, timeout=60)
             for pid in helpers:  # the sync's own child, started by this test's sync
                 os.kill(pid, signal.SIGKILL)
             out, _ = proc.communicate(timeout=120)

@@ -20,6 +20,13 @@ def test_defaults() -> None:
     slow = from_mapping({"upstream": {"min_rate": "2K", "min_rate_window": 10}})
     assert (slow.min_rate, slow.min_rate_window) == (2048, 10.0)
     assert from_mapping({"upstream": {"min_rate": 0, "min_rate_window": 0}}).min_rate == 0
+    mirror = {"upstreams": ["http://x.example/"], "mirror": {"suites": ["s"],
+                                                             "allow_unsigned": True}}
+    m = from_mapping({"repos": {"d": mirror}}).repos["d"].mirror
+    assert m is not None and m.index_compressions == ("xz", "gz")
+    mirror["mirror"]["index_compressions"] = ["gz", "xz", "gz"]  # type: ignore[index]
+    m = from_mapping({"repos": {"d": mirror}}).repos["d"].mirror
+    assert m is not None and m.index_compressions == ("gz", "xz")
 
 
 @pytest.mark.parametrize(("doc", "message"), [
@@ -37,6 +44,12 @@ def test_defaults() -> None:
     ({"repos": {"bad/name": {"upstreams": ["http://x.example/"]}}}, "repos.bad/name"),
     ({"repos": {"d": {"upstreams": ["http://x.example/"], "keyring": "/nonexistent/k.gpg"}}},
      "repos.d.keyring"),
+    ({"repos": {"d": {"upstreams": ["http://x.example/"], "mirror": {
+        "suites": ["s"], "allow_unsigned": True, "index_compressions": ["xz", "zip"]}}}},
+     "repos.d.mirror.index_compressions: 'zip' is not a compression"),
+    ({"repos": {"d": {"upstreams": ["http://x.example/"], "mirror": {
+        "suites": ["s"], "allow_unsigned": True, "index_compressions": []}}}},
+     "repos.d.mirror.index_compressions: needs at least one"),
 ])
 def test_errors_name_the_key(doc: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("/", ".")):
