@@ -18,7 +18,7 @@ import pytest
 from tests.depot import ROOT, DepotProcess
 from tests.support.clients import AptClient, DnfClient
 from tests.support.keys import GpgKey
-from tests.support.repos import DebSpec, RpmSpec, build_apt_repo, build_rpm_repo
+from tests.support.repos import DebSpec, RpmSpec, SourceSpec, build_apt_repo, build_rpm_repo
 from tests.support.upstream import Upstream, suffix
 
 DEBS = [DebSpec(f"pkg{i}", "1.0", files={f"usr/share/doc/pkg{i}.txt": b"x\n"},
@@ -226,6 +226,43 @@ index_compressions = ["xz"]
             c.update()
             c.install(["hello"])
             assert c.installed() == {"hello": "1.0", "pkg1": "1.0"}
+
+
+def test_mirror_with_sources_and_udebs(tmp_path: Path, upstream: Upstream,
+                                       gpg_key: GpgKey) -> None:
+    """`sources = true` and `udebs = true`: the sync also fetches, once each and
+    verified, the files of every source package that Sources lists and the
+    udebs of debian-installer. With the upstream down, `apt-get source
+    --download-only` gets a source package from the mirror (apt checks each
+    file against the Sources it read there), and the udeb is served as the
+    upstream has it."""
+    repo = build_apt_repo(upstream.root / "debian", gpg_key, DEBS,
+                          sources=[SourceSpec("hello", "1.0")],
+                          udebs=[DebSpec("hello-udeb", "1.0")])
+    cfg = config(upstream, gpg_key.public_armored).replace(
+        'architectures = ["amd64"]\n', 'architectures = ["amd64"]\nsources = true\nudebs = true\n',
+        1)
+    extra = [*repo.source_files, *(u.path for u in repo.udebs)]
+    assert len(extra) == 3
+    with DepotProcess(tmp_path / "depot", cfg) as depot:
+        out = sync(depot, "deb")
+        assert "published snapshot" in out and "16 packages" in out, out
+        for path in extra:
+            assert upstream.count(suffix("/debian/" + path)) == 1, path
+        upstream.stop()
+        for path in extra:
+            status, _h, body = depot.get(f"/deb/{path}")
+            assert (status, body) == (200, (repo.root / path).read_bytes()), path
+        line = repo.sources_line(f"{depot.url}/deb")
+        c = apt(tmp_path, "c", line)
+        c.set_sources([line, "deb-src" + line[len("deb"):]])
+        c.update()
+        dest = tmp_path / "source"
+        dest.mkdir()
+        c.run(["apt-get", "source", "--download-only", "hello"], cwd=dest)
+        got = {p.name: p.read_bytes() for p in dest.iterdir()}
+        assert got == {path.rsplit("/", 1)[1]: (repo.root / path).read_bytes()
+                       for path in repo.source_files}
 
 
 def test_interrupted_sync_resumes(tmp_path: Path, upstream: Upstream, gpg_key: GpgKey,

@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -205,6 +205,49 @@ class AptPackage(NamedTuple):
     sha256: str
 
 
+@dataclass
+class SourceSpec:
+    """A native source package ("3.0 (native)", built by dpkg-source): in the
+    pool as NAME_VERSION.dsc and NAME_VERSION.tar.xz, listed in Sources."""
+
+    name: str
+    version: str
+    component: str = "main"
+
+    @property
+    def directory(self) -> str:
+        return f"pool/{self.component}/{self.name[0]}/{self.name}"
+
+
+def _build_source(spec: SourceSpec, root: Path) -> list[str]:
+    """Build `spec` into the pool under `root`; the paths (relative to root) of
+    its .dsc and .tar.xz."""
+    dest = root / spec.directory
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="srcbuild", dir=root) as tmp:
+        tree = Path(tmp) / f"{spec.name}-{spec.version}"
+        (tree / "debian" / "source").mkdir(parents=True)
+        (tree / "debian" / "control").write_text(
+            f"Source: {spec.name}\nMaintainer: pkgdepot tests <tests@pkgdepot.invalid>\n"
+            f"Section: misc\nPriority: optional\nStandards-Version: 4.6.2\n\n"
+            f"Package: {spec.name}\nArchitecture: all\nDescription: pkgdepot test source\n"
+            " Built by tests/support/repos.py.\n")
+        (tree / "debian" / "changelog").write_text(
+            f"{spec.name} ({spec.version}) stable; urgency=low\n\n  * Test.\n\n"
+            " -- pkgdepot tests <tests@pkgdepot.invalid>  Tue, 14 Nov 2023 22:13:20 +0000\n")
+        (tree / "debian" / "rules").write_text("#!/usr/bin/make -f\n%:\n\tdh $@\n")
+        (tree / "debian" / "source" / "format").write_text("3.0 (native)\n")
+        (tree / "README").write_text(f"{spec.name} {spec.version}\n")
+        _run(["dpkg-source", "-b", tree.name], cwd=Path(tmp),
+             env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
+        out = []
+        for suffix in (".dsc", ".tar.xz"):
+            name = f"{spec.name}_{spec.version}{suffix}"
+            _copy_atomic(Path(tmp) / name, dest / name)
+            out.append(f"{spec.directory}/{name}")
+    return out
+
+
 def _build_deb(spec: DebSpec, cache: Path) -> Path:
     key = spec.cache_key()
     out = cache / "deb" / key[:2] / f"{key}.deb"
@@ -255,6 +298,8 @@ class AptRepo:
     key: GpgKey
     packages: list[AptPackage]
     codename: str | None = None
+    source_files: list[str] = field(default_factory=list)  # .dsc and .tar.xz, from root
+    udebs: list[AptPackage] = field(default_factory=list)
 
     @property
     def dists(self) -> Path:
@@ -304,8 +349,13 @@ def build_apt_repo(
     date: datetime | None = None,
     valid_until: datetime | None = None,
     cache_dir: Path | None = None,
+    sources: Iterable[SourceSpec] = (),
+    udebs: Iterable[DebSpec] = (),
 ) -> AptRepo:
     """Build (or republish) a signed apt repository at ``root``.
+
+    ``sources`` become COMPONENT/source/Sources{,.gz,.xz}; ``udebs`` (built
+    like debs, named .udeb) COMPONENT/debian-installer/binary-ARCH/Packages*.
 
     Each ``DebSpec.component`` must be one of ``components``. Packages of arch "all"
     appear in every ``binary-ARCH`` index; others only in their own arch's. The indices
@@ -340,8 +390,17 @@ def build_apt_repo(
         records.append(AptPackage(spec.name, spec.version, spec.arch, spec.pool_path,
                                   sha256_file(dest)))
 
+    source_files = [f for spec in sources for f in _build_source(spec, root)]
+    udeb_records: list[AptPackage] = []
+    for spec in udebs:
+        path = spec.pool_path[: -len(".deb")] + ".udeb"
+        _copy_atomic(_build_deb(spec, cache), root / path)
+        udeb_records.append(AptPackage(spec.name, spec.version, spec.arch, path,
+                                       sha256_file(root / path)))
+
     _index_and_sign(root, key, [s.pool_path for s in specs], suite, codename, components,
-                    archs, by_hash, origin, label, date, valid_until)
+                    archs, by_hash, origin, label, date, valid_until, source_files,
+                    [u.path for u in udeb_records])
 
     return AptRepo(
         root=root,
@@ -351,14 +410,40 @@ def build_apt_repo(
         key=key,
         packages=records,
         codename=codename,
+        source_files=source_files,
+        udebs=udeb_records,
     )
+
+
+def _write_index(directory: Path, name: str, text: bytes) -> None:
+    """`name`, `name`.gz and `name`.xz in `directory`."""
+    _write_atomic(directory / f"{name}.gz", gzip.compress(text, 6, mtime=0))
+    _write_atomic(directory / f"{name}.xz", lzma.compress(text))
+    _write_atomic(directory / name, text)
+
+
+@contextlib.contextmanager
+def _staged(root: Path, paths: Sequence[str], components: tuple[str, ...]) -> Iterator[Path]:
+    """A staging tree of hard links to exactly `paths` (relative to root):
+    apt-ftparchive scans it and writes paths relative to its directory."""
+    with tempfile.TemporaryDirectory(prefix=".stage", dir=root) as stage_s:
+        top = Path(stage_s)
+        for path in paths:
+            link = top / path
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.link(root / path, link)
+        for comp in components:
+            (top / "pool" / comp).mkdir(parents=True, exist_ok=True)
+        yield top
 
 
 def _index_and_sign(root: Path, key: GpgKey, pool_paths: list[str], suite: str,
                     codename: str | None, components: tuple[str, ...], archs: tuple[str, ...],
                     by_hash: bool, origin: str, label: str, date: datetime | None,
-                    valid_until: datetime | None) -> None:
-    """Index exactly `pool_paths` (relative to root) and write the signed release files."""
+                    valid_until: datetime | None, source_files: Sequence[str] = (),
+                    udeb_paths: Sequence[str] = ()) -> None:
+    """Index exactly `pool_paths` (relative to root), and the source packages
+    and udebs given, and write the signed release files."""
     dists = root / "dists" / suite
     dists.mkdir(parents=True, exist_ok=True)
     before = _mtimes(
@@ -370,23 +455,27 @@ def _index_and_sign(root: Path, key: GpgKey, pool_paths: list[str], suite: str,
     )
     # Index only the current package list: hard-link it into a staging tree and let
     # apt-ftparchive scan that (it writes Filename: relative to its working directory).
-    with tempfile.TemporaryDirectory(prefix=".stage", dir=root) as stage_s:
-        stage = Path(stage_s)
-        for pool_path in pool_paths:
-            link = stage / pool_path
-            link.parent.mkdir(parents=True, exist_ok=True)
-            os.link(root / pool_path, link)
+    with _staged(root, pool_paths, components) as stage:
         for comp in components:
-            (stage / "pool" / comp).mkdir(parents=True, exist_ok=True)
             for arch in archs:
                 text = _run(
                     ["apt-ftparchive", "--arch", arch, "packages", f"pool/{comp}"],
                     cwd=stage,
                 )
-                bdir = dists / comp / f"binary-{arch}"
-                _write_atomic(bdir / "Packages.gz", gzip.compress(text, 6, mtime=0))
-                _write_atomic(bdir / "Packages.xz", lzma.compress(text))
-                _write_atomic(bdir / "Packages", text)
+                _write_index(dists / comp / f"binary-{arch}", "Packages", text)
+    if source_files:
+        with _staged(root, source_files, components) as stage:
+            for comp in components:
+                text = _run(["apt-ftparchive", "sources", f"pool/{comp}"], cwd=stage)
+                _write_index(dists / comp / "source", "Sources", text)
+    if udeb_paths:
+        with _staged(root, udeb_paths, components) as stage:
+            for comp in components:
+                for arch in archs:
+                    text = _run(["apt-ftparchive", "--arch", arch, "packages", f"pool/{comp}"],
+                                cwd=stage)
+                    _write_index(dists / comp / "debian-installer" / f"binary-{arch}",
+                                 "Packages", text)
 
     when = date or datetime.now(UTC)
     opts = {
