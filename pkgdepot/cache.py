@@ -693,7 +693,7 @@ class Cache:
         closed = False
         rate = up.watch_rate()
         try:
-            with _transfer_errors(up.url, flight):
+            with _transfer_errors(up.url, flight), up.large_reads():
                 async for chunk in up.response.content.iter_any():
                     rate.got(len(chunk))
                     writer.put(chunk)

@@ -267,7 +267,7 @@ class Downloader:
             else:
                 temp = await asyncio.to_thread(self.store.new_temp)
                 size = 0
-                with open(temp, "wb") as f, up.watch_rate() as rate:
+                with open(temp, "wb") as f, up.watch_rate() as rate, up.large_reads():
                     async for chunk in up.response.content.iter_chunked(1 << 18):
                         rate.got(len(chunk))
                         await asyncio.to_thread(f.write, chunk)
