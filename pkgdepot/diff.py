@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pkgdepot.errors import PkgdepotError
-from pkgdepot.formats import READ_ORDER, Backend, classify, split_compression
+from pkgdepot.formats import Backend, classify, read_rank, split_compression
 from pkgdepot.snapshots import FileRef, Snapshot, Snapshots
 from pkgdepot.store.fs import FsStore
 
@@ -65,10 +65,10 @@ def _indices(manifest: dict[str, FileRef]) -> dict[str, tuple[str, FileRef, Back
         backend, _info = found
         if not backend.is_package_index(path):
             continue
-        base, suffix = split_compression(path)
+        base = split_compression(path)[0]
         if backend.name == "rpm":
             base = path.rsplit("/", 1)[0] + "/primary"
-        rank = READ_ORDER.index(suffix) if suffix in READ_ORDER else len(READ_ORDER)
+        rank = read_rank(path)
         if base not in chosen or rank < chosen[base][0]:
             chosen[base] = (rank, path, ref, backend)
     return {b: (p, r, be) for b, (_rank, p, r, be) in chosen.items()}

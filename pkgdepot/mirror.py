@@ -54,6 +54,7 @@ from pkgdepot.formats import (
     Package,
     classify,
     decompress_to,
+    read_rank,
     split_compression,
 )
 from pkgdepot.formats.apt import (
@@ -473,7 +474,7 @@ class Mirror:
     def _to_read(paths: Iterable[str]) -> dict[str, str]:
         """For each index among `paths`, the form of it to read (READ_ORDER)."""
         out: dict[str, str] = {}
-        for path in sorted(paths, key=lambda p: READ_ORDER.index(p[len(_stem(p)):])):
+        for path in sorted(paths, key=read_rank):
             out.setdefault(_stem(path), path)
         return out
 
@@ -655,8 +656,9 @@ class Mirror:
         """Uncompressed package indices for one architecture (temporary files)."""
         paths = [p for p in manifest if not p.startswith("_upstream/") and "/by-hash/" not in p]
         if self.mirror.format == "apt":
+            backend = AptBackend()
             paths = sorted(self._to_read(
-                p for p in paths if AptBackend().is_package_index(p)
+                p for p in paths if backend.is_package_index(p)
                 and (f"/binary-{arch}/" in p or "/binary-all/" in p)).values())
         else:
             paths = sorted(p for p in paths if "primary.xml" in p)

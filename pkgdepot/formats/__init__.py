@@ -209,6 +209,13 @@ COMPRESSION_SUFFIXES = (".xz", ".gz", ".bz2", ".lzma", ".zst", ".lz4")
 READ_ORDER = ("", ".zst", ".gz", ".xz", ".lzma", ".bz2")
 
 
+def read_rank(name: str) -> int:
+    """Where the form `name` of an index stands in READ_ORDER (lower: read
+    it rather than another form; unknown compressions last)."""
+    suffix = split_compression(name)[1]
+    return READ_ORDER.index(suffix) if suffix in READ_ORDER else len(READ_ORDER)
+
+
 def split_compression(name: str) -> tuple[str, str]:
     """("dists/s/main/binary-amd64/Packages", ".xz") for ".../Packages.xz";
     the suffix is "" for an uncompressed name."""
