@@ -84,7 +84,7 @@ class Params:
     resolve_requests: int   # GETs of /snapshot/deb/<time>/... per measurement
     changed_percent: float = 1.0
     concurrency: int = 8
-    repeats: int = 3        # alternating runs of each 3,000-package sync (median reported)
+    repeats: int = 5        # alternating runs of each 3,000-package sync (median reported)
     xz_preset: int = 6
 
 
