@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pkgdepot import __version__
-from pkgdepot.config import Config, keys_help, load, parse_listen
+from pkgdepot.config import Config, data_dir_path, keys_help, load, parse_listen
 from pkgdepot.errors import ConfigError, PkgdepotError
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def _config(args: argparse.Namespace) -> Config:
         host, port = parse_listen("--listen", args.listen)
         config = dataclasses.replace(config, listen_host=host, listen_port=port)
     if getattr(args, "data_dir", None):
-        config = dataclasses.replace(config, data_dir=Path(args.data_dir).absolute())
+        config = dataclasses.replace(config, data_dir=data_dir_path(args.data_dir))
     for key in ("access_log", "log_format"):  # serve's --access-log and --log-format
         if getattr(args, key, None) is not None:
             config = dataclasses.replace(config, **{key: getattr(args, key)})

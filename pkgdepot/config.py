@@ -433,8 +433,8 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
         if s.kind == "list[str]":
             value = tuple(value)  # type: ignore[arg-type]
         if s.key == "data_dir":
-            if value:  # absolute: subprocesses (gpgv) run elsewhere
-                kwargs["data_dir"] = Path(str(value)).expanduser().absolute()
+            if value:
+                kwargs["data_dir"] = data_dir_path(str(value))
             continue
         kwargs[s.key] = value
     if kwargs["workers"] == 0:
@@ -465,6 +465,12 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
         raise ConfigError("repos: expected tables [repos.NAME]")
     kwargs["repos"] = {n: _parse_repo(n, t) for n, t in repos_table.items()}
     return Config(**kwargs)
+
+
+def data_dir_path(value: str) -> Path:
+    """The data directory named by the config or by --data-dir: absolute
+    (subprocesses such as gpgv run elsewhere), with ~ expanded."""
+    return Path(value).expanduser().absolute()
 
 
 def load(path: Path | None) -> Config:

@@ -69,7 +69,7 @@ from pkgdepot.progress import Progress
 from pkgdepot.signing import SigningKey
 from pkgdepot.snapshots import FileRef, Snapshot, Snapshots, has_snapshot
 from pkgdepot.solve import closure
-from pkgdepot.store import Entry
+from pkgdepot.store import Entry, repo_key
 from pkgdepot.store.fs import FsStore, is_blob
 
 log = logging.getLogger(__name__)
@@ -837,7 +837,7 @@ class Mirror:
     @property
     def _prefix(self) -> str:
         """The catalog keys of this mirror's packages start with this."""
-        return f"repo/{self.repo.name}/"
+        return repo_key(self.repo.name)
 
     async def _packages(self, packages: list[Package], known: dict[str, str]) -> None:
         """Download what `packages` lists and the store lacks (`known`: key ->

@@ -36,6 +36,7 @@ from pkgdepot import formats
 from pkgdepot.errors import FormatError
 from pkgdepot.progress import Progress, human_bytes
 from pkgdepot.snapshots import Snapshots
+from pkgdepot.store import repo_key
 from pkgdepot.store.fs import FsStore
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class Evictor:
                  on_removed: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.limit = limit
-        self.mirror_prefixes = tuple(f"repo/{m}/" for m in sorted(mirrors))
+        self.mirror_prefixes = tuple(repo_key(m) for m in sorted(mirrors))
         self.busy = busy or (lambda key, sha: False)
         self.recent = recent
         self.on_removed = on_removed or (lambda sha: None)
@@ -221,7 +222,7 @@ class Evictor:
                 if parsed is None:
                     parsed = await asyncio.to_thread(self._parse, found[0], path, sha)
                     self._parsed[sha] = parsed
-                keys |= {f"repo/{repo}/{loc}" for loc in parsed[0]}
+                keys |= {repo_key(repo, loc) for loc in parsed[0]}
                 shas |= parsed[1]
         return keys, shas
 

@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote, urlsplit
 from pkgdepot.config import Config, RepoConfig
 from pkgdepot.errors import BadRequest, Forbidden, NotFound
 from pkgdepot.formats import Backend, Kind, PathInfo, Role, classify, loaded_backends
+from pkgdepot.store import repo_key
 
 HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -246,7 +247,7 @@ class Router:
     def _named(self, repo: RepoConfig, path: str, query: str) -> Route:
         backend, info = self._classify(path, query)
         suffix = quote(path, safe=SAFE) + (f"?{query}" if query else "")
-        key = f"repo/{repo.name}/{path}" + (f"?{query}" if query else "")
+        key = repo_key(repo.name, path) + (f"?{query}" if query else "")
         return Route(key, path, tuple(f"{u}/{suffix}" for u in repo.upstreams),
                      repo, backend, info, repo.name)
 

@@ -17,6 +17,13 @@ from typing import BinaryIO, Protocol
 from pkgdepot.formats import Vouch
 
 
+def repo_key(repo: str, path: str = "") -> str:
+    """The catalog key of `path` in the named repository `repo`; with no
+    path, the prefix of every key of that repository (its cached files and,
+    for a mirror, its packages)."""
+    return f"repo/{repo}/{path}"
+
+
 @dataclass(slots=True)
 class Entry:
     """A cache key that points at a blob."""

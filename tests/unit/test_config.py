@@ -98,3 +98,18 @@ def test_a_relative_data_dir_is_made_absolute(tmp_path: Path,
     cfg.write_text('[server]\ndata_dir = "rel/data"\n')
     monkeypatch.chdir(tmp_path)
     assert load(cfg).data_dir == tmp_path / "rel" / "data"
+
+
+def test_the_data_dir_option_is_taken_like_the_config_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--data-dir and server.data_dir mean the same: relative to the current
+    directory, ~ for the home directory (also when the shell left it alone)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[server]\ndata_dir = "~/from-config"\n')
+    assert load(cfg).data_dir == tmp_path / "home" / "from-config"
+    for arg, want in (("~/opt", tmp_path / "home" / "opt"), ("rel", tmp_path / "rel")):
+        assert main(["check-config", "--config", str(cfg), "--data-dir", arg]) == 0
+        assert f"data in {want}," in capsys.readouterr().out
