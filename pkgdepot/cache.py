@@ -106,6 +106,7 @@ class Flight:
         self.finished = False
         self._readers = 0
         self._progress = asyncio.Event()
+        self._relay_progress = asyncio.Event()
 
     def acquire_reader(self) -> BinaryIO | None:
         """The open temporary file, for a client to stream from, or None when
@@ -126,11 +127,21 @@ class Flight:
             self.reader = None
 
     def notify(self) -> None:
+        """Wake every waiter: first those that relay the progress to another
+        process (`wait_progress(relay=True)`), then those that send bytes."""
+        relay, self._relay_progress = self._relay_progress, asyncio.Event()
         ev, self._progress = self._progress, asyncio.Event()
+        relay.set()
         ev.set()
 
-    async def wait_progress(self) -> None:
-        await self._progress.wait()
+    async def wait_progress(self, relay: bool = False) -> None:
+        """Until the next `notify`. `relay`: this waiter tells a worker process
+        how far it may send (8 bytes), which lets that process's core send
+        its clients' share: it goes before this loop's own clients, whose
+        sends take milliseconds each. (In the 16-client stampede, the last
+        position reached the worker 2-31 ms after the download's end, median
+        5 ms, behind the leader's own clients' sends; woken first, 0.2-0.5 ms.)"""
+        await (self._relay_progress if relay else self._progress).wait()
 
     def sendable(self) -> int:
         """How many bytes clients may have now: all once verified, else all but

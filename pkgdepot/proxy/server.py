@@ -813,7 +813,7 @@ class Depot:
                     self.counters.aborted(route.origin, end - pos)
                     _abort(request)
                     return resp
-                await flight.wait_progress()
+                await flight.wait_progress(relay=follow is not None)
             await resp.write_eof()
             return resp
         finally:
