@@ -4,6 +4,7 @@ the upstream is down, resumable, refusing a bad signature."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import ssl
@@ -26,16 +27,17 @@ DEBS = [DebSpec(f"pkg{i}", "1.0", files={f"usr/share/doc/pkg{i}.txt": b"x\n"},
 DEBS.append(DebSpec("hello", "1.0", depends="pkg1", files={"usr/share/hello": b"1\n"}))
 
 
-def config(upstream: Upstream, key: Path) -> str:
-    return f"""
-[repos.deb]
-upstreams = ["{upstream.url}/debian"]
-keyring = "{key}"
-[repos.deb.mirror]
-suites = ["stable"]
-components = ["main"]
-architectures = ["amd64"]
+def apt_mirror(name: str, upstream: Upstream, key: Path, **keys: object) -> str:
+    """The config of a mirror NAME of the upstream's apt repository (suite
+    stable, main, amd64); `keys`: more of its mirror keys, as TOML values."""
+    table = {"suites": ["stable"], "components": ["main"], "architectures": ["amd64"], **keys}
+    return (f'\n[repos.{name}]\nupstreams = ["{upstream.url}/debian"]\nkeyring = "{key}"\n'
+            f"[repos.{name}.mirror]\n" + "".join(f"{k} = {json.dumps(v)}\n"
+                                                for k, v in table.items()))
 
+
+def config(upstream: Upstream, key: Path, **deb_keys: object) -> str:
+    return apt_mirror("deb", upstream, key, **deb_keys) + f"""
 [repos.rpms]
 upstreams = ["{upstream.url}/rpms"]
 keyring = "{key}"
@@ -196,14 +198,8 @@ def test_mirror_keeps_index_forms_clients_ask_for(tmp_path: Path, upstream: Upst
     `index_compressions = ["xz"]` the gz is never fetched and is not served."""
     repo = build_apt_repo(upstream.root / "debian", gpg_key, DEBS)
     key = gpg_key.public_armored
-    with DepotProcess(tmp_path / "depot", config(upstream, key) + f"""
-[repos.xzonly]
-upstreams = ["{upstream.url}/debian"]
-keyring = "{key}"
-[repos.xzonly.mirror]
-suites = ["stable"]
-index_compressions = ["xz"]
-""") as depot:
+    with DepotProcess(tmp_path / "depot", config(upstream, key)
+                      + apt_mirror("xzonly", upstream, key, index_compressions=["xz"])) as depot:
         sync(depot, "deb", "xzonly")
         upstream.stop()
         lists = repo.dists / "main" / "binary-amd64"
@@ -239,9 +235,7 @@ def test_mirror_with_sources_and_udebs(tmp_path: Path, upstream: Upstream,
     repo = build_apt_repo(upstream.root / "debian", gpg_key, DEBS,
                           sources=[SourceSpec("hello", "1.0")],
                           udebs=[DebSpec("hello-udeb", "1.0")])
-    cfg = config(upstream, gpg_key.public_armored).replace(
-        'architectures = ["amd64"]\n', 'architectures = ["amd64"]\nsources = true\nudebs = true\n',
-        1)
+    cfg = config(upstream, gpg_key.public_armored, sources=True, udebs=True)
     extra = [*repo.source_files, *(u.path for u in repo.udebs)]
     assert len(extra) == 3
     with DepotProcess(tmp_path / "depot", cfg) as depot:
